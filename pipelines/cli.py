@@ -1,0 +1,162 @@
+"""`tokar`: the command line.
+
+    tokar train RECIPE [key=value ...] [~key ...] [--run-dir DIR]
+    tokar sample RUN_DIR [-n N] [--temperature T] [--top-k K] [--seed S] [--class C] [--out PATH]
+    tokar score RUN_DIR [DATA]
+    tokar validate RECIPE [key=value ...]
+    tokar plugins
+
+Errors tokar raises on purpose are printed as one short message (exit status 2), not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from plugins.errors import DataError, TokarError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("datasets", "accelerate", "huggingface_hub", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args) or 0
+    except TokarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokar", description="Two-stage tokenized generation "
+                                     "with autoregressive models.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe; prints the run directory")
+    p.add_argument("recipe", help="a YAML recipe, e.g. recipes/shakespeare/char_gpt.yaml")
+    p.add_argument("overrides", nargs="*", help="key.path=value or ~key.path")
+    p.add_argument("--run-dir", help="where to write the run (default: runs/<recipe>-<time>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, help="number of samples (default: the recipe's sample.n)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--max-new-tokens", type=int, help="length of text samples")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--class", dest="label", type=int, help="class label for conditional priors")
+    p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
+                   "(default: RUN_DIR/samples)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("score", help="bits per data unit of some data under a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("data", nargs="?", help="a text file, an image or a folder of images "
+                   "(default: the run's validation split)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("validate", help="check a recipe without training")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
+    p.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipelines.pipeline import Pipeline
+
+    pipe = Pipeline.from_recipe(args.recipe, args.overrides)
+    result = pipe.train(args.run_dir, progress=not args.no_progress)
+    if result.val is not None:
+        print(f"validation: {result.val.bits_per_unit:.4f} bits/{result.val.unit} "
+              f"({result.val.nats_per_token:.4f} nats/token) after {result.steps} steps "
+              f"in {result.seconds:.0f}s", file=sys.stderr)
+    print(pipe.run_dir)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pipelines.pipeline import Pipeline
+    from pipelines.samples import write_samples
+
+    pipe = Pipeline.load(args.run_dir)
+    samples = pipe.sample(args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, seed=args.seed, cond=args.label)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
+    for path in write_samples(samples, out):
+        print(path)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pipelines.pipeline import Pipeline
+
+    pipe = Pipeline.load(args.run_dir)
+    examples = None if args.data is None else read_examples(Path(args.data), pipe.tokenizer.modality)
+    print(json.dumps(pipe.score(examples).to_dict()))
+    return 0
+
+
+def read_examples(path: Path, modality: str) -> list[Any]:
+    if not path.exists():
+        raise DataError(f"{path} does not exist.")
+    if modality == "text":
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; `tokar score` reads one text file for text runs.")
+        return [path.read_text(encoding="utf-8")]
+    if modality == "image":
+        from PIL import Image
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg",
+                       ".bmp", ".gif", ".webp"}) if path.is_dir() else [path]
+        if not files:
+            raise DataError(f"no images (.png, .jpg...) in {path}.")
+        return [Image.open(p).copy() for p in files]
+    raise DataError(f"`tokar score DATA` does not read {modality} files yet; score the run's "
+                    "validation split by leaving DATA out.")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"ok: {args.recipe}: data={recipe.data.name} tokenizer={recipe.tokenizer.name} "
+          f"prior={recipe.prior.name} ({recipe.train.max_steps} steps)")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from plugins.manager import get_registries
+
+    registries = get_registries()
+    rows = [(kind, e.name, e.provider, f"{e.component.__module__}.{e.component.__qualname__}")
+            for kind, reg in (("tokenizer", registries.tokenizers), ("prior", registries.priors),
+                              ("source", registries.sources)) for e in reg]
+    widths = [max(len(r[i]) for r in rows + [("KIND", "NAME", "PROVIDED BY", "CLASS")])
+              for i in range(4)]
+    for row in [("KIND", "NAME", "PROVIDED BY", "CLASS"), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Data sources and tokenized data.
+
+A source turns the recipe's `data:` section into a `datasets.DatasetDict` with splits "train" and
+"validation" and one column "example" (text or image), plus "label" when the data has classes.
+Hugging Face `datasets` is the container throughout: hub ids and local builders come in through the
+`hf` source, and tokenizing is a `Dataset.map` cached on disk under a key made of the tokenizer's
+fingerprint and the data's, so a second run with the same tokenizer skips the work and a changed
+tokenizer never reuses stale ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasets
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from plugins.errors import DataError, did_you_mean
+from tokenizers_ar.base import Layout, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+TOKENIZED_FORMAT = 1  # bump when the cached representation changes
+
+
+def cache_dir() -> Path:
+    """Where tokenized data is cached: $TOKAR_CACHE_DIR, else ~/.cache/tokar."""
+    return Path(os.environ.get("TOKAR_CACHE_DIR") or Path.home() / ".cache" / "tokar")
+
+
+class SourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share held out for validation")
+    seed: int = Field(0, description="seed of the train/validation split")
+
+
+class Source(ABC):
+    """Base class of data sources. `load()` returns splits "train" and "validation"."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[SourceConfig]] = SourceConfig
+    modality: ClassVar[str | None] = None  # "text", "image"...; None when it depends on the data
+
+    def __init__(self, config: SourceConfig | None = None, **settings: Any):
+        self.config = config if config is not None else self.Config(**settings)
+
+    @abstractmethod
+    def load(self) -> datasets.DatasetDict: ...
+
+    def _split(self, dataset: datasets.Dataset) -> datasets.DatasetDict:
+        """Carve a validation split of `val_fraction` out of `dataset`, reproducibly."""
+        if len(dataset) == 0:
+            raise DataError(f"{self.name} source: the data set is empty; check the data path.")
+        if self.config.val_fraction == 0 or len(dataset) < 2:
+            return datasets.DatasetDict(train=dataset, validation=dataset.select([]))
+        parts = dataset.train_test_split(test_size=self.config.val_fraction, seed=self.config.seed)
+        return datasets.DatasetDict(train=parts["train"], validation=parts["test"])
+
+
+# -- built-in sources -----------------------------------------------------------------------------
+class TextConfig(SourceConfig):
+    path: str = Field(description="a UTF-8 text file")
+    encoding: str = "utf-8"
+
+
+class TextSource(Source):
+    """One local text file, modelled as one stream. Validation is the last `val_fraction` of the
+    file (nanoGPT's split), so it never overlaps training text."""
+
+    name = "text"
+    Config = TextConfig
+    modality = "text"
+
+    def load(self) -> datasets.DatasetDict:
+        path = Path(self.config.path)
+        if not path.is_file():
+            hint = ""
+            if "TOKAR_DATA_DIR" not in os.environ:
+                hint = " Set TOKAR_DATA_DIR to the folder holding the data (it fills ${data_dir})."
+            raise DataError(f"text source: file not found: {path}.{hint}")
+        try:
+            text = path.read_text(encoding=self.config.encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"text source: {path} is not valid {self.config.encoding} ({exc}); set "
+                "data.encoding to the file's encoding."
+            ) from exc
+        if not text:
+            raise DataError(f"text source: {path} is empty; there is nothing to train on.")
+        cut = int(len(text) * (1 - self.config.val_fraction))
+        return datasets.DatasetDict(
+            train=datasets.Dataset.from_dict({"example": [text[:cut]]}),
+            validation=datasets.Dataset.from_dict({"example": [text[cut:]] if text[cut:] else []}),
+        )
+
+
+class HFConfig(SourceConfig):
+    path: str = Field(
+        description="hub id, a builder (text, json, csv, parquet, arrow, imagefolder) or, with "
+        "from_disk, a folder written by Dataset.save_to_disk"
+    )
+    name: str | None = Field(None, description="configuration name of a hub data set")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    data_dir: str | None = None
+    split: str = "train"
+    validation_split: str | None = Field(None, description="use this split for validation")
+    column: str = Field("text", description="the column holding the examples")
+    label_column: str | None = Field(None, description="integer class labels, for conditioning")
+    from_disk: bool = False
+
+
+class HFSource(Source):
+    """Any data set Hugging Face `datasets` can load: hub ids, local builders, saved datasets."""
+
+    name = "hf"
+    Config = HFConfig
+
+    def load(self) -> datasets.DatasetDict:
+        c = self.config
+        train = self._load_split(c.split)
+        if c.validation_split is not None:
+            splits = datasets.DatasetDict(train=train, validation=self._load_split(c.validation_split))
+        else:
+            splits = self._split(train)
+        return datasets.DatasetDict({k: self._select_columns(v) for k, v in splits.items()})
+
+    def _load_split(self, split: str) -> datasets.Dataset:
+        c = self.config
+        try:
+            if c.from_disk:
+                loaded = datasets.load_from_disk(c.path)
+                if isinstance(loaded, datasets.DatasetDict):
+                    if split not in loaded:
+                        raise DataError(
+                            f"hf source: {c.path} has splits {sorted(loaded)}, not '{split}'."
+                            f"{did_you_mean(split, loaded)} Set data.split."
+                        )
+                    loaded = loaded[split]
+                return loaded
+            return datasets.load_dataset(
+                c.path, c.name, data_files=c.data_files, data_dir=c.data_dir, split=split
+            )
+        except DataError:
+            raise
+        except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
+            raise DataError(f"hf source: could not load '{c.path}' (split '{split}'): {exc}") from exc
+
+    def _select_columns(self, ds: datasets.Dataset) -> datasets.Dataset:
+        c = self.config
+        wanted = {c.column: "example"}
+        if c.label_column:
+            wanted[c.label_column] = "label"
+        for column in wanted:
+            if column not in ds.column_names:
+                raise DataError(
+                    f"hf source: column '{column}' not found; the data set has columns "
+                    f"{ds.column_names}.{did_you_mean(column, ds.column_names)} Set data.column "
+                    "(and data.label_column)."
+                )
+        ds = ds.select_columns(list(wanted))
+        return ds.rename_columns({k: v for k, v in wanted.items() if k != v})
+
+
+class DigitsSource(Source):
+    """scikit-learn's 8x8 handwritten digits (1,797 images, values 0..16, labels 0..9). It ships
+    inside scikit-learn, so it works offline: the embedded default behind `make demo`."""
+
+    name = "sklearn_digits"
+    modality = "image"
+
+    def load(self) -> datasets.DatasetDict:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        ds = datasets.Dataset.from_dict(
+            {"example": digits.images.astype(np.uint8), "label": digits.target.astype(np.int64)}
+        )
+        return self._split(ds)
+
+
+# -- tokenized data ------------------------------------------------------------------------------
+@dataclass
+class TokenData:
+    """One split, tokenized: a flat stream of ids for seq layouts (documents back to back, EOS
+    between them if the tokenizer has one), or one row per example for grid layouts."""
+
+    tokens: np.ndarray  # (N,) stream or (N, L) rows, int64
+    labels: np.ndarray | None  # (N,) class labels for rows
+    n_units: int  # data units (chars, subpixels...) the split holds
+    layout: Layout
+
+    @property
+    def is_stream(self) -> bool:
+        return self.layout.kind == "seq"
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.size)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def tokenize(splits: datasets.DatasetDict, tokenizer: Tokenizer) -> dict[str, TokenData]:
+    """Encode every split with `tokenizer`, reusing the on-disk cache when the key matches."""
+    root = cache_dir() / "tokenized"
+    root.mkdir(parents=True, exist_ok=True)
+    return {name: _tokenize_split(ds, name, tokenizer, root) for name, ds in splits.items()}
+
+
+def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root: Path) -> TokenData:
+    layout = tokenizer.layout
+    if len(ds) == 0:
+        empty = np.zeros((0,) if layout.kind == "seq" else (0, layout.length), dtype=np.int64)
+        return TokenData(empty, None, 0, layout)
+    key = hashlib.sha256(
+        f"{TOKENIZED_FORMAT}|{tokenizer.fingerprint()}|{ds._fingerprint}|{split}".encode()
+    ).hexdigest()[:20]
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        ids = [tokenizer.encode(x).reshape(-1).numpy() for x in batch["example"]]
+        units = [tokenizer.count_units(x) for x in batch["example"]]
+        return {"ids": ids, "units": units}
+
+    mapped = ds.map(
+        encode,
+        batched=True,
+        batch_size=256,
+        remove_columns=["example"],
+        cache_file_name=str(root / f"{key}.arrow"),
+        new_fingerprint=key,
+        load_from_cache_file=True,
+        desc=f"tokenizing {split}",
+    )
+    table = mapped.data
+    flat = table.column("ids").combine_chunks().flatten().to_numpy().astype(np.int64)
+    n_units = int(np.sum(table.column("units").to_numpy()))
+    labels = None
+    if "label" in mapped.column_names:
+        labels = table.column("label").to_numpy().astype(np.int64)
+    if layout.kind == "seq":
+        eos = tokenizer.eos_id
+        if eos is not None and len(mapped) > 1:
+            lengths = table.column("ids").combine_chunks().value_lengths().to_numpy()
+            flat = np.insert(flat, np.cumsum(lengths)[:-1], eos)
+        return TokenData(flat, None, n_units, layout)
+    return TokenData(flat.reshape(len(mapped), layout.length), labels, n_units, layout)

@@ -1,0 +1,299 @@
+"""Pipeline = tokenizer + prior: train, sample, score, save, load.
+
+A run directory holds everything needed to use the result with no recipe file at hand:
+
+    RUN_DIR/
+      recipe.yaml      the resolved recipe (every default filled in)
+      run.json         status ("running" / "complete") and the tokar version that wrote it
+      tokenizer/       config.json (+ tokenizer.safetensors)
+      prior/           config.json + model.safetensors (final weights)
+      checkpoints/     step_NNNNNNN/ written atomically during training
+      metrics.jsonl    one JSON object per log line / evaluation
+      samples/         samples written at the end of training and by `tokar sample`
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines import data as data_lib
+from pipelines.checkpoint import list_checkpoints, load_checkpoint, write_atomically
+from pipelines.recipe import Recipe, load_recipe
+from pipelines.samples import write_samples
+from pipelines.train import LN2, TrainResult, train
+from plugins.errors import DataError, LayoutError, RunDirError, TokarError
+from plugins.registry import Registries
+from priors.base import Prior, token_nll
+from priors.sampling import build_processors, generate
+from tokenizers_ar.base import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+RECIPE_FILE = "recipe.yaml"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Score:
+    """Exact log-likelihood of some data, in the data's own units."""
+
+    unit: str
+    bits_per_unit: float
+    nats_per_token: float
+    tokens: int
+    units: int
+    examples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "bits_per_unit": self.bits_per_unit,
+            f"bits_per_{self.unit}": self.bits_per_unit,
+            "nats_per_token": self.nats_per_token,
+            "tokens": self.tokens,
+            "units": self.units,
+            "examples": self.examples,
+        }
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, tokenizer: Tokenizer, prior: Prior | None = None,
+                 run_dir: Path | None = None):
+        self.recipe = recipe
+        self.tokenizer = tokenizer
+        self._prior = prior
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_recipe(cls, recipe: str | Path | dict[str, Any], overrides: list[str] | tuple = (),
+                    registries: Registries | None = None) -> Pipeline:
+        r = load_recipe(recipe, overrides, registries)
+        return cls(r, r.tokenizer.cls(r.tokenizer.config))
+
+    @property
+    def prior(self) -> Prior:
+        if self._prior is None:
+            raise TokarError("this pipeline has no prior yet: call train() or Pipeline.load(run_dir).")
+        return self._prior
+
+    def build_prior(self) -> Prior:
+        """A fresh prior for the (fitted) tokenizer, after checking it can model its layout."""
+        spec = self.recipe.prior
+        layout = self.tokenizer.layout
+        problems = spec.cls.check_layout(layout, spec.config)
+        if problems:
+            raise LayoutError(
+                f"tokenizer '{self.recipe.tokenizer.name}' and prior '{spec.name}' do not fit: "
+                + " ".join(problems)
+            )
+        torch.manual_seed(self.recipe.train.seed)
+        return spec.cls(spec.config, vocab_size=self.tokenizer.vocab_size, layout=layout)
+
+    # -- training --------------------------------------------------------------------------------
+    def train(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
+        run_dir = self._new_run_dir(run_dir)
+        self.run_dir = run_dir
+        (run_dir / RECIPE_FILE).write_text(self.recipe.dump())
+        self._write_run_file("running")
+
+        splits = self.recipe.data.cls(self.recipe.data.config).load()
+        if len(splits["train"]) == 0:
+            raise DataError(f"data source '{self.recipe.data.name}' gave an empty training split.")
+        if not self.tokenizer.is_fitted:
+            logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
+            self.tokenizer.fit(splits["train"]["example"])
+        write_atomically(run_dir / "tokenizer", self.tokenizer.save)
+
+        tokens = data_lib.tokenize(splits, self.tokenizer)
+        self._prior = self.build_prior()
+        self._check_labels(tokens["train"])
+        logger.info("prior '%s': %.2fM parameters", self.recipe.prior.name,
+                    self._prior.num_parameters() / 1e6)
+
+        result = train(self._prior, tokens["train"], tokens.get("validation"), self.recipe.train,
+                       run_dir, self.tokenizer.unit, progress=progress)
+        self._prior.eval()
+        write_atomically(run_dir / "prior", self._prior.save)
+        s = self.recipe.sample
+        write_samples(self.sample(s.n), run_dir / "samples")
+        self._write_run_file("complete", result={
+            "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
+            "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
+            "unit": self.tokenizer.unit})
+        return result
+
+    def _new_run_dir(self, run_dir: str | Path | None) -> Path:
+        if run_dir is None:
+            stem = Path(self.recipe.source).stem if self.recipe.source else "run"
+            run_dir = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(run_dir)
+        if (run_dir / RECIPE_FILE).exists():
+            raise RunDirError(
+                f"{run_dir} already holds a run; pass another --run-dir (or delete it) so that "
+                "nothing in it is overwritten."
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+
+    def _write_run_file(self, status: str, **extra: Any) -> None:
+        from plugins.manager import _tokar_version
+
+        payload = {"status": status, "tokar_version": _tokar_version(), **extra}
+        write_json_atomically(self.run_dir / RUN_FILE, payload)
+
+    def _check_labels(self, split: data_lib.TokenData) -> None:
+        n_classes = self._prior.num_classes
+        if not n_classes:
+            return
+        if split.labels is None:
+            raise DataError(
+                f"prior.n_classes={n_classes} asks for class conditioning, but the data has no "
+                "labels; set data.label_column (hf source) or prior.n_classes=0."
+            )
+        if split.labels.min() < 0 or split.labels.max() >= n_classes:
+            raise DataError(
+                f"labels range over [{split.labels.min()}, {split.labels.max()}] but "
+                f"prior.n_classes={n_classes}; set prior.n_classes={split.labels.max() + 1}."
+            )
+
+    # -- using a trained pipeline ----------------------------------------------------------------
+    def sample(self, n: int | None = None, *, max_new_tokens: int | None = None,
+               temperature: float | None = None, top_k: int | None = None,
+               seed: int | None = None, cond: int | list[int] | None = None) -> list[Any]:
+        """Draw `n` samples and decode them to data (str, PIL image...)."""
+        s = self.recipe.sample
+        n = n or s.n
+        prior = self.prior
+        length = self.tokenizer.layout.length or (max_new_tokens or s.max_new_tokens)
+        labels = None
+        if prior.num_classes:
+            if cond is None:  # one of each class, in turn
+                cond = [i % prior.num_classes for i in range(n)]
+            labels = torch.as_tensor([cond] * n if isinstance(cond, int) else cond).long()
+            if labels.numel() != n or labels.min() < 0 or labels.max() >= prior.num_classes:
+                raise TokarError(f"class labels must be {n} values in [0, {prior.num_classes}).")
+        elif cond is not None:
+            raise TokarError("this prior is unconditional (n_classes=0): it takes no class label.")
+        device = next(prior.parameters()).device
+        gen = torch.Generator().manual_seed(s.seed if seed is None else seed)
+        processors = build_processors(temperature or s.temperature,
+                                      top_k if top_k is not None else s.top_k)
+        ids = generate(prior, n, length, processors=processors,
+                       cond=labels.to(device) if labels is not None else None, generator=gen)
+        layout = self.tokenizer.layout
+        if layout.kind == "grid":
+            ids = ids.view(n, *layout.shape)
+        return self.tokenizer.decode_batch(ids.cpu())
+
+    @torch.no_grad()
+    def score(self, examples: list[Any] | None = None, batch_size: int = 64) -> Score:
+        """Exact negative log-likelihood of `examples` (default: the validation split), in bits
+        per data unit. Sequences longer than the prior's context are scored with a sliding
+        window (stride half the context), so every token is predicted from at least half a
+        context of real history."""
+        if examples is None:
+            splits = self.recipe.data.cls(self.recipe.data.config).load()
+            examples = list(splits["validation"]["example"])
+            labels = splits["validation"]["label"] if "label" in splits["validation"].column_names else None
+        else:
+            labels = None
+        if not examples:
+            raise DataError("nothing to score: the data holds no examples.")
+        prior = self.prior.eval()
+        device = next(prior.parameters()).device
+        total_nats, total_tokens, total_units = 0.0, 0, 0
+        encoded = [self.tokenizer.encode(x).reshape(-1) for x in examples]
+        total_units = sum(self.tokenizer.count_units(x) for x in examples)
+        if self.tokenizer.layout.kind == "grid":
+            rows = torch.stack(encoded)
+            cond = torch.as_tensor(labels) if (labels is not None and prior.num_classes) else None
+            if prior.num_classes and cond is None:
+                raise DataError("this prior is class-conditional: scoring needs labelled data.")
+            for i in range(0, len(rows), batch_size):
+                c = cond[i : i + batch_size].to(device) if cond is not None else None
+                total_nats -= prior.log_prob(rows[i : i + batch_size].to(device), c).sum().item()
+            total_tokens = rows.numel()
+        else:
+            for ids in encoded:
+                total_nats += _stream_nll(prior, ids.to(device), batch_size)
+                total_tokens += ids.numel()
+        nats_per_token = total_nats / max(total_tokens, 1)
+        return Score(self.tokenizer.unit, total_nats / max(total_units, 1) / LN2, nats_per_token,
+                     total_tokens, total_units, len(examples))
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / RECIPE_FILE).write_text(self.recipe.dump())
+        write_atomically(directory / "tokenizer", self.tokenizer.save)
+        write_atomically(directory / "prior", self.prior.save)
+        return directory
+
+    @classmethod
+    def load(cls, run_dir: str | Path, registries: Registries | None = None) -> Pipeline:
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise RunDirError(f"{run_dir} is not a directory; pass a run directory made by `tokar train`.")
+        if not (run_dir / RECIPE_FILE).is_file() or not (run_dir / "tokenizer").is_dir():
+            raise RunDirError(
+                f"{run_dir} is not a tokar run directory (no {RECIPE_FILE} and tokenizer/ in it); "
+                "pass the folder that `tokar train` printed."
+            )
+        recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
+        tokenizer = recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer")
+        if (run_dir / "prior").is_dir():
+            prior = recipe.prior.cls.from_pretrained(run_dir / "prior")
+        else:
+            ckpts = list_checkpoints(run_dir / "checkpoints")
+            if not ckpts:
+                raise RunDirError(
+                    f"{run_dir} has no trained prior: training did not finish and left no "
+                    "checkpoint. Train again."
+                )
+            logger.warning("%s: training did not finish; using checkpoint %s",
+                           run_dir, ckpts[-1].path.name)
+            pipe = cls(recipe, tokenizer, run_dir=run_dir)
+            prior = pipe.build_prior()
+            load_checkpoint(ckpts[-1], prior)
+            prior.eval()
+        return cls(recipe, tokenizer, prior, run_dir)
+
+
+def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
+    """Total NLL (nats) of one long sequence, by windows of the prior's context."""
+    window = prior.max_length
+    if window is None or ids.numel() <= window:
+        return -prior.log_prob(ids[None]).item()
+    stride = max(1, window // 2)
+    # Window w covers [s, s + window) and scores the tokens not already scored by earlier ones.
+    starts = list(range(0, ids.numel() - window + 1, stride))
+    if starts[-1] + window < ids.numel():
+        starts.append(ids.numel() - window)
+    total, scored_to = 0.0, 0
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        batch = torch.stack([ids[s : s + window] for s in chunk])
+        nll = token_nll(prior(batch), batch)  # (b, window)
+        for row, s in zip(nll, chunk):
+            first = scored_to - s  # positions before this were scored by an earlier window
+            total += row[first:].sum().item()
+            scored_to = s + window
+    return total
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+__all__ = ["Pipeline", "Score"]

@@ -1,0 +1,301 @@
+"""YAML recipes: load, extend, override, interpolate, validate.
+
+    data:      {source: text, path: "${data_dir}/tinyshakespeare.txt", val_fraction: 0.1}
+    tokenizer: {name: char}
+    prior:     {name: gpt, n_layer: 4, n_head: 4, n_embd: 128, block_size: 64}
+    train:     {batch_size: 12, lr: 1.0e-3, max_steps: 2000}
+
+- `extends: other.yaml` (a path relative to this file, or a list of them) is deep-merged under it.
+- Overrides `a.b=value` (the value is parsed as YAML) and `~a.b` (delete) apply after loading.
+- `${data_dir}` is the top-level `data_dir` key, else $TOKAR_DATA_DIR, else ./data.
+- `source:`/`name:` pick registered components by name (never import paths); each section is then
+  checked against that component's config schema. Every problem is reported at once, each with its
+  key path, the valid keys and the closest match.
+YAML is read with yaml.safe_load only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from plugins.errors import RecipeError, RegistryError, did_you_mean
+from plugins.registry import Registries
+
+SECTIONS = ("data_dir", "data", "tokenizer", "prior", "train", "sample")
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seq_len: int | None = Field(None, ge=2, description="training window for streams; default: prior's block_size")
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float | None = Field(None, ge=0, description="floor of the cosine schedule; default lr/10")
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null disables")
+    grad_accum: int = Field(1, ge=1)
+    mixed_precision: str = Field("no", pattern="^(no|fp16|bf16)$")
+    eval_every: int = Field(250, ge=1)
+    eval_batches: int | None = Field(20, ge=1, description="validation batches per eval; null = whole split")
+    checkpoint_every: int | None = Field(None, ge=1, description="default: eval_every")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    seed: int = 1337
+
+    @model_validator(mode="after")
+    def _check_min_lr(self) -> TrainConfig:
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+class SampleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(16, ge=1)
+    max_new_tokens: int = Field(256, ge=1, description="length of text samples (grids are fixed)")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class Component:
+    """A recipe section resolved to a registered component and its validated config."""
+
+    name: str
+    cls: type
+    config: BaseModel
+
+
+@dataclass
+class Recipe:
+    data: Component
+    tokenizer: Component
+    prior: Component
+    train: TrainConfig
+    sample: SampleConfig
+    data_dir: str
+    source: str | None = None  # where it was loaded from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved recipe (defaults filled in): what a run directory stores."""
+        return {
+            "data_dir": self.data_dir,
+            "data": {"source": self.data.name, **self.data.config.model_dump(mode="json")},
+            "tokenizer": {"name": self.tokenizer.name, **self.tokenizer.config.model_dump(mode="json")},
+            "prior": {"name": self.prior.name, **self.prior.config.model_dump(mode="json")},
+            "train": self.train.model_dump(mode="json"),
+            "sample": self.sample.model_dump(mode="json"),
+        }
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe file and everything it extends, deep-merged (this file wins)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise RecipeError([f"extends: cycle {chain}"], str(path))
+    if not path.is_file():
+        raise RecipeError([f"recipe file not found: {path}"])
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError([f"not valid YAML: {exc}"], str(path)) from exc
+    if not isinstance(raw, dict):
+        raise RecipeError([f"a recipe is a mapping of sections, got {type(raw).__name__}"], str(path))
+    parents = raw.pop("extends", None) or []
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = deep_merge(merged, load_raw(path.parent / parent, (*_seen, path)))
+    return deep_merge(merged, raw)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `a.b=value` (value parsed as YAML) and `~a.b` (delete) overrides, in order."""
+    raw = copy.deepcopy(raw)
+    problems = []
+    for item in overrides:
+        if item.startswith("~"):
+            keys = item[1:].split(".")
+            node = raw
+            for k in keys[:-1]:
+                node = node.get(k) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or keys[-1] not in node:
+                problems.append(f"override '{item}': there is no key '{item[1:]}' to delete")
+            else:
+                del node[keys[-1]]
+            continue
+        if "=" not in item:
+            problems.append(f"override '{item}' should look like key.path=value or ~key.path")
+            continue
+        dotted, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
+            value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean a number
+        keys = dotted.split(".")
+        node = raw
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    if problems:
+        raise RecipeError(problems, "command-line overrides")
+    return raw
+
+
+def interpolate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill `${data_dir}` in every string; other `${...}` references are errors."""
+    data_dir = os.path.abspath(str(raw.get("data_dir") or os.environ.get("TOKAR_DATA_DIR") or "data"))
+    problems: list[str] = []
+
+    def fill(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: fill(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, str):
+            for name in _VAR.findall(value):
+                if name != "data_dir":
+                    problems.append(
+                        f"{where}: unknown reference ${{{name}}}; only ${{data_dir}} is available"
+                    )
+            return value.replace("${data_dir}", data_dir)
+        return value
+
+    out = fill(raw, "")
+    out["data_dir"] = data_dir
+    if problems:
+        raise RecipeError(problems)
+    return out
+
+
+# -- validation -----------------------------------------------------------------------------------
+def load_recipe(
+    recipe: str | Path | dict[str, Any],
+    overrides: list[str] | tuple[str, ...] = (),
+    registries: Registries | None = None,
+) -> Recipe:
+    """Load (from a path or a dict), extend, override, interpolate and validate a recipe."""
+    if isinstance(recipe, dict):
+        source = None
+        raw = copy.deepcopy(recipe)
+        if "extends" in raw:
+            raise RecipeError(["'extends' is only supported in recipe files"])
+    else:
+        source = str(recipe)
+        raw = load_raw(recipe)
+    raw = interpolate(apply_overrides(raw, overrides))
+    return validate(raw, registries, source)
+
+
+def validate(raw: dict[str, Any], registries: Registries | None = None, source: str | None = None) -> Recipe:
+    if registries is None:
+        from plugins.manager import get_registries
+
+        registries = get_registries()
+    problems: list[str] = []
+    for key in raw:
+        if key not in SECTIONS:
+            problems.append(
+                f"unknown section '{key}'.{did_you_mean(str(key), SECTIONS)} Valid sections: "
+                f"{', '.join(s for s in SECTIONS if s != 'data_dir')}, data_dir, extends."
+            )
+
+    data = _component(raw, "data", "source", registries.sources, problems)
+    tokenizer = _component(raw, "tokenizer", "name", registries.tokenizers, problems)
+    prior = _component(raw, "prior", "name", registries.priors, problems)
+    train = _model(TrainConfig, raw.get("train") or {}, "train", problems)
+    sample = _model(SampleConfig, raw.get("sample") or {}, "sample", problems)
+
+    if tokenizer and prior:
+        kind = getattr(tokenizer.cls, "layout_kind", None)
+        if kind is not None and kind not in prior.cls.layouts:
+            problems.append(
+                f"prior: '{prior.name}' models {' or '.join(sorted(prior.cls.layouts))} layouts but "
+                f"tokenizer '{tokenizer.name}' produces {kind} layouts; choose a matching pair."
+            )
+    if tokenizer and data:
+        want, have = getattr(tokenizer.cls, "modality", None), getattr(data.cls, "modality", None)
+        if want and have and want != have:
+            problems.append(
+                f"tokenizer: '{tokenizer.name}' encodes {want} but source '{data.name}' gives {have}."
+            )
+    if problems:
+        raise RecipeError(problems, source)
+    return Recipe(data, tokenizer, prior, train, sample, raw["data_dir"], source)
+
+
+def _component(raw, section, selector, registry, problems) -> Component | None:
+    body = raw.get(section)
+    if body is None:
+        problems.append(f"missing section '{section}' (with '{selector}: <registered name>')")
+        return None
+    if not isinstance(body, dict):
+        problems.append(f"{section}: expected a mapping, got {type(body).__name__}")
+        return None
+    settings = dict(body)
+    name = settings.pop(selector, None)
+    if name is None:
+        problems.append(
+            f"{section}.{selector}: missing; choose one of {', '.join(registry.names())}"
+        )
+        return None
+    try:
+        cls = registry.get(str(name))
+    except RegistryError as exc:
+        problems.append(f"{section}.{selector}: {exc}")
+        return None
+    config = _model(cls.Config, settings, section, problems)
+    return Component(str(name), cls, config) if config is not None else None
+
+
+def _model(model: type[BaseModel], settings: Any, section: str, problems: list[str]):
+    if not isinstance(settings, dict):
+        problems.append(f"{section}: expected a mapping, got {type(settings).__name__}")
+        return None
+    try:
+        return model(**settings)
+    except ValidationError as exc:
+        valid = list(model.model_fields)
+        for err in exc.errors():
+            path = ".".join([section, *map(str, err["loc"])])
+            if err["type"] == "extra_forbidden":
+                key = str(err["loc"][-1])
+                problems.append(
+                    f"{path}: unknown key.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}"
+                )
+            elif err["type"] == "missing":
+                problems.append(f"{path}: required key is missing")
+            else:
+                given = err.get("input")
+                problems.append(f"{path}: {err['msg']} (given: {given!r})")
+        return None

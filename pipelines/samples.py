@@ -1,0 +1,69 @@
+"""Writing decoded samples in the data's own form: text files, PNG grids of images."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from plugins.errors import TokarError
+
+
+def image_grid(images: Sequence[Image.Image], min_cell: int = 32, pad: int = 2) -> Image.Image:
+    """Tile images into a square-ish grid; tiny images are enlarged (nearest neighbour)."""
+    if not images:
+        raise TokarError("no images to put in a grid")
+    w, h = images[0].size
+    scale = max(1, math.ceil(min_cell / max(w, h)))
+    cw, ch = w * scale, h * scale
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    mode = "RGB" if any(im.mode not in ("L", "1") for im in images) else "L"
+    grid = Image.new(mode, (cols * (cw + pad) + pad, rows * (ch + pad) + pad), color=128)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid.paste(im.convert(mode).resize((cw, ch), Image.NEAREST),
+                   (pad + c * (cw + pad), pad + r * (ch + pad)))
+    return grid
+
+
+def write_samples(examples: Sequence[Any], out: str | Path) -> list[Path]:
+    """Write samples: images as one PNG grid at `out` (a .png path, or a folder to hold
+    samples.png); text as `out` (one .txt file, samples separated by a rule) or, for a folder,
+    one sample_NNN.txt per sample. Returns the files written."""
+    out = Path(out)
+    if not examples:
+        return []
+    if isinstance(examples[0], Image.Image):
+        path = out if out.suffix.lower() == ".png" else out / "samples.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic(path, lambda tmp: image_grid(examples).save(tmp, format="PNG"))
+        return [path]
+    if isinstance(examples[0], str):
+        if out.suffix:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            text = "\n\n----------\n\n".join(examples) + "\n"
+            _atomic(out, lambda tmp: Path(tmp).write_text(text))
+            return [out]
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, text in enumerate(examples):
+            path = out / f"sample_{i:03d}.txt"
+            _atomic(path, lambda tmp, text=text: Path(tmp).write_text(text))
+            paths.append(path)
+        return paths
+    raise TokarError(f"don't know how to write samples of type {type(examples[0]).__name__}")
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

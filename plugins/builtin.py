@@ -1,0 +1,30 @@
+"""tokar's own components, registered through the same hooks a third-party plugin uses."""
+
+from __future__ import annotations
+
+from plugins.hookspecs import Register, hookimpl
+
+
+@hookimpl
+def tokar_register_tokenizers(register: Register) -> None:
+    from tokenizers_ar.char import CharTokenizer
+    from tokenizers_ar.pixel import PixelTokenizer
+
+    register("char", CharTokenizer)
+    register("pixel", PixelTokenizer)
+
+
+@hookimpl
+def tokar_register_priors(register: Register) -> None:
+    from priors.gpt import GPT
+
+    register("gpt", GPT)
+
+
+@hookimpl
+def tokar_register_sources(register: Register) -> None:
+    from pipelines.data import DigitsSource, HFSource, TextSource
+
+    register("text", TextSource)
+    register("hf", HFSource)
+    register("sklearn_digits", DigitsSource)

@@ -1,0 +1,42 @@
+"""Hook specifications: the whole surface a plugin can implement.
+
+A plugin is any module or object with functions marked `@hookimpl` and named after a hook below.
+Each hook receives a `register(name, component)` callback; calling it adds the component to the
+matching registry under `name`. tokar's built-ins (plugins/builtin.py) use exactly these hooks, so a
+third-party tokenizer is a first-class citizen, not a special case::
+
+    # my_package/plugin.py, listed under [project.entry-points.tokar] in its pyproject.toml
+    from plugins import hookimpl
+
+    @hookimpl
+    def tokar_register_tokenizers(register):
+        register("my_tokenizer", MyTokenizer)   # a tokenizers_ar.Tokenizer subclass
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "tokar"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[str, Any], None]
+
+
+@hookspec
+def tokar_register_tokenizers(register: Register) -> None:
+    """Register `tokenizers_ar.Tokenizer` subclasses: `register("name", TokenizerClass)`."""
+
+
+@hookspec
+def tokar_register_priors(register: Register) -> None:
+    """Register `priors.Prior` subclasses: `register("name", PriorClass)`."""
+
+
+@hookspec
+def tokar_register_sources(register: Register) -> None:
+    """Register `pipelines.data.Source` subclasses: `register("name", SourceClass)`."""

@@ -1,0 +1,222 @@
+"""GPT: a decoder-only transformer prior (Radford et al. 2018/2019), written the nanoGPT way.
+
+Pre-norm blocks of causal self-attention (PyTorch's fused scaled_dot_product_attention) and an MLP,
+learned absolute positions, the output head tied to the token embedding.
+
+Two choices differ from nanoGPT, both so that likelihoods are exact and sampling needs no seed text:
+- A learned start embedding sits at position 0 and predicts the first token, so forward() scores
+  every token of a sequence (input = [start, x_0 .. x_{T-2}], target = [x_0 .. x_{T-1}]).
+- Class conditioning (`n_classes` > 0) adds a learned class embedding to that start embedding; every
+  later position sees the class through attention.
+
+Incremental decoding keeps a preallocated key/value cache per layer: the prompt goes through in
+one parallel pass, then each step costs one position. Past `block_size`, the window slides: the
+cache is rebuilt from the start token and the newest block_size // 2 tokens, so positions stay
+those seen in training and the rebuild cost is paid once every block_size // 2 tokens.
+Not here: dropout on attention weights at inference, rotary positions, grouped-query attention.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from plugins.errors import LayoutError
+from priors.base import Prior, PriorConfig, StepOutput
+from tokenizers_ar.base import Layout
+
+
+class GPTConfig(PriorConfig):
+    n_layer: int = Field(4, ge=1)
+    n_head: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=1)
+    block_size: int = Field(256, ge=2, description="longest context, in tokens")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bias: bool = False  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    n_classes: int = Field(0, ge=0, description="class labels to condition on; 0 = unconditional")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if config.n_embd % config.n_head:
+            raise ValueError(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})")
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            k, v, mask = cache.update(layer, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values of every layer, filled up to `pos` positions."""
+
+    k: torch.Tensor  # (n_layer, B, nh, block_size, hs)
+    v: torch.Tensor
+    pos: int
+    tokens: torch.Tensor  # (B, n) every token fed so far, to rebuild the window past block_size
+    cond: torch.Tensor | None
+    _new: int = 0  # positions being written by the current pass
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        T = k.size(2)
+        end = self.pos + T
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        mask = None
+        if T > 1:  # new positions attend to all cached ones and causally among themselves
+            mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=self.pos)
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask
+
+
+class GPT(Prior):
+    name = "gpt"
+    Config = GPTConfig
+
+    def __init__(self, config: GPTConfig, vocab_size: int, layout: Layout):
+        super().__init__(config, vocab_size, layout)
+        self.wte = nn.Embedding(vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.start = nn.Parameter(torch.zeros(config.n_embd))  # the start-of-sequence embedding
+        self.class_emb = nn.Embedding(config.n_classes, config.n_embd) if config.n_classes else None
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
+
+        self.apply(self._init_weights)
+        nn.init.normal_(self.start, std=0.02)
+        for pn, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if pn.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @classmethod
+    def check_layout(cls, layout: Layout, config: GPTConfig) -> list[str]:
+        problems = super().check_layout(layout, config)
+        if layout.length is not None and layout.length > config.block_size:
+            problems.append(
+                f"the tokenizer makes {layout.length} tokens per example ({layout}) but "
+                f"prior.block_size is {config.block_size}; set prior.block_size={layout.length} "
+                "or more."
+            )
+        return problems
+
+    @property
+    def max_length(self) -> int:
+        return self.config.block_size
+
+    def _start_embedding(self, batch_size: int, cond: torch.Tensor | None) -> torch.Tensor:
+        x = self.start.expand(batch_size, 1, -1)  # (B, 1, C)
+        if self.class_emb is not None:
+            if cond is None:
+                raise ValueError(f"this GPT is class-conditional (n_classes={self.num_classes}): pass cond")
+            x = x + self.class_emb(cond.view(batch_size)).unsqueeze(1)
+        return x
+
+    def _run(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        pos0 = cache.pos if cache is not None else 0
+        pos = torch.arange(pos0, pos0 + x.size(1), device=x.device)
+        x = self.drop(x + self.wpe(pos))
+        for i, block in enumerate(self.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.pos += x.size(1)
+        return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = ids.shape
+        if T > self.config.block_size:
+            raise LayoutError(
+                f"sequence of {T} tokens is longer than block_size {self.config.block_size}"
+            )
+        x = torch.cat([self._start_embedding(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, C)
+        return self._run(x, None)
+
+    # -- incremental decoding ------------------------------------------------------------------
+    def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
+        c = self.config
+        p = self.wte.weight
+        shape = (c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        cache = KVCache(
+            k=torch.empty(shape, dtype=p.dtype, device=p.device),
+            v=torch.empty(shape, dtype=p.dtype, device=p.device),
+            pos=0,
+            tokens=torch.empty(batch_size, 0, dtype=torch.long, device=p.device),
+            cond=cond,
+        )
+        logits = self._run(self._start_embedding(batch_size, cond), cache)
+        return StepOutput(logits[:, -1], cache)
+
+    def step(self, state: KVCache, ids: torch.Tensor) -> StepOutput:
+        k = ids.size(1)
+        # History beyond one window is never needed again.
+        state.tokens = torch.cat([state.tokens, ids], dim=1)[:, -self.config.block_size :]
+        if state.pos + k <= self.config.block_size:
+            return StepOutput(self._run(self.wte(ids), state), state)
+        # Slide the window: rebuild the cache from the start token and the newest tokens.
+        keep = max(k, (self.config.block_size - 1) // 2)
+        if keep > self.config.block_size - 1:
+            raise LayoutError(
+                f"cannot feed {k} tokens at once: at most block_size - 1 = "
+                f"{self.config.block_size - 1} fit next to the start token"
+            )
+        B = ids.size(0)
+        state.pos = 0
+        x = torch.cat([self._start_embedding(B, state.cond), self.wte(state.tokens[:, -keep:])], 1)
+        logits = self._run(x, state)
+        return StepOutput(logits[:, -k:], state)

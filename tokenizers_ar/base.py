@@ -1,0 +1,215 @@
+"""The Tokenizer contract: stage 1 turns data into discrete token ids and back.
+
+A tokenizer is a small object with a pydantic `Config` (validated from the recipe), an optional
+fitted state (a vocabulary, merges, a codebook) and a `layout` that tells priors what one encoded
+example looks like. Saved form: a folder with `config.json` (name, format_version, settings, fitted
+state) plus `tokenizer.safetensors` when the tokenizer has weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+
+from plugins.errors import CheckpointError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "tokenizer.safetensors"
+
+
+class TokenizerConfig(BaseModel):
+    """Base for tokenizer settings: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one encoded example looks like.
+
+    kind "seq": a 1-D sequence of any length (text, audio).
+    kind "grid": a fixed (H, W) or (H, W, C) array of tokens (images, code maps), modelled in
+    raster order (row by row, channels innermost), i.e. as a flat sequence of `length` tokens.
+    """
+
+    kind: str
+    shape: tuple[int, ...] = ()
+
+    @classmethod
+    def seq(cls) -> Layout:
+        return cls("seq")
+
+    @classmethod
+    def grid(cls, *shape: int) -> Layout:
+        if len(shape) not in (2, 3) or any(int(s) < 1 for s in shape):
+            raise ValueError(f"a grid layout needs (H, W) or (H, W, C) positive sizes, got {shape}")
+        return cls("grid", tuple(int(s) for s in shape))
+
+    @property
+    def length(self) -> int | None:
+        """Tokens per example for grids; None for sequences (any length)."""
+        return math.prod(self.shape) if self.kind == "grid" else None
+
+    def to_json(self) -> list[Any]:
+        return [self.kind, *self.shape]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any]) -> Layout:
+        return cls(str(value[0]), tuple(int(v) for v in value[1:]))
+
+    def __str__(self) -> str:
+        return "seq" if self.kind == "seq" else "grid " + "x".join(map(str, self.shape))
+
+
+class Tokenizer(ABC):
+    """Base class of every tokenizer. Subclasses set the class attributes and implement
+    `vocab_size`, `layout`, `encode`, `decode`; trainable ones also `fit`, `state`, `load_state`.
+    """
+
+    name: ClassVar[str]  # default registry name
+    Config: ClassVar[type[TokenizerConfig]] = TokenizerConfig
+    modality: ClassVar[str]  # "text" | "image" | "audio": what `encode` accepts
+    unit: ClassVar[str]  # data unit that scores are reported in: "char", "subpixel", "sample"
+    layout_kind: ClassVar[str]  # "seq" | "grid": known before fitting, so recipes validate early
+    lossless: ClassVar[bool] = True
+    format_version: ClassVar[int] = 1
+
+    def __init__(self, config: TokenizerConfig | None = None, **settings: Any):
+        if config is None:
+            config = self.Config(**settings)
+        elif settings:
+            config = config.model_copy(update=settings)
+        self.config = config
+
+    # -- what subclasses provide ---------------------------------------------------------------
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of distinct ids; every id is in [0, vocab_size)."""
+
+    @property
+    @abstractmethod
+    def layout(self) -> Layout: ...
+
+    @abstractmethod
+    def encode(self, example: Any) -> torch.Tensor:
+        """One example -> LongTensor shaped like `layout` ((T,) for seq, (H, W[, C]) for grid)."""
+
+    @abstractmethod
+    def decode(self, ids: torch.Tensor | Sequence[int]) -> Any:
+        """Ids (flat raster order or layout-shaped) -> one example."""
+
+    @property
+    def is_fitted(self) -> bool:
+        return True
+
+    def fit(self, examples: Iterable[Any]) -> None:  # noqa: B027 - a no-op is the right default
+        """Learn from training examples (vocabularies, codebooks). Fixed tokenizers do nothing."""
+
+    def count_units(self, example: Any) -> int:
+        """How many data units (`unit`) one example holds, for scores in data units."""
+        return int(self.encode(example).numel())
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable fitted state, saved in config.json."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what `state()` returned."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Weights saved to tokenizer.safetensors (none for most tokenizers)."""
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027
+        """Restore what `tensors()` returned."""
+
+    # -- shared behaviour ------------------------------------------------------------------------
+    @property
+    def eos_id(self) -> int | None:
+        """Id placed between documents in a stream, if the tokenizer has one."""
+        return None
+
+    def encode_batch(self, examples: Iterable[Any]) -> list[torch.Tensor]:
+        return [self.encode(x) for x in examples]
+
+    def decode_batch(self, batch: Iterable[torch.Tensor]) -> list[Any]:
+        return [self.decode(ids) for ids in batch]
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "name": self.name,
+            "format_version": self.format_version,
+            "config": self.config.model_dump(mode="json"),
+            "state": self.state(),
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tensors = self.tensors()
+        if tensors:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Tokenizer:
+        directory = Path(directory)
+        payload = _read_config(directory, kind="tokenizer")
+        if payload.get("format_version", 0) > cls.format_version:
+            raise CheckpointError(
+                f"{directory} was saved by a newer tokar (tokenizer format "
+                f"{payload['format_version']}, this version reads up to {cls.format_version}); "
+                "upgrade tokar to load it."
+            )
+        tokenizer = cls(cls.Config(**payload.get("config", {})))
+        tokenizer.load_state(payload.get("state", {}))
+        weights = directory / WEIGHTS_FILE
+        if weights.exists():
+            try:
+                tokenizer.load_tensors(load_file(weights))
+            except Exception as exc:  # safetensors raises several types for damaged files
+                raise CheckpointError(
+                    f"{weights} is truncated or corrupt ({exc}); re-run training to recreate it."
+                ) from exc
+        return tokenizer
+
+    def fingerprint(self) -> str:
+        """Changes whenever the tokenizer would encode anything differently (cache key)."""
+        h = hashlib.sha256()
+        h.update(type(self).__qualname__.encode())
+        h.update(json.dumps(self.config.model_dump(mode="json"), sort_keys=True).encode())
+        h.update(json.dumps(self.state(), sort_keys=True).encode())
+        for key, tensor in sorted(self.tensors().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        fitted = f"vocab_size={self.vocab_size}, layout={self.layout}" if self.is_fitted else "unfitted"
+        return f"{type(self).__name__}({fitted})"
+
+
+def _read_config(directory: Path, kind: str) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"no saved {kind} in {directory}: {CONFIG_FILE} is missing. Pass the folder that "
+            f"{kind}.save() wrote (in a run directory: RUN_DIR/{kind})."
+        )
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc}).") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} should hold a JSON object, found {type(payload).__name__}.")
+    return payload
