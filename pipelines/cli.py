@@ -24,7 +24,14 @@ from plugins.errors import DataError, TokarError
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come before or after options (`train R --run-dir D a.b=1`): argparse leaves
+    # the later ones over, and they are accepted when they look like overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x or x.startswith("~") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("datasets", "accelerate", "huggingface_hub", "filelock", "httpx"):

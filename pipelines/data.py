@@ -149,8 +149,13 @@ class HFSource(Source):
             )
         except DataError:
             raise
-        except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
-            raise DataError(f"hf source: could not load '{c.path}' (split '{split}'): {exc}") from exc
+        except (FileNotFoundError, ValueError, ConnectionError, OSError,
+                datasets.exceptions.DatasetGenerationError) as exc:
+            cause = f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
+            raise DataError(
+                f"hf source: could not load '{c.path}' (split '{split}'): {cause}. Check "
+                "data.path / data.data_files; offline, hub ids work only if already cached."
+            ) from exc
 
     def _select_columns(self, ds: datasets.Dataset) -> datasets.Dataset:
         c = self.config

@@ -25,6 +25,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipelines.checkpoint import save_checkpoint
 from pipelines.data import TokenData
@@ -216,6 +217,13 @@ def train(
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
 
+    with logging_redirect_tqdm():
+        return _loop(cfg, accelerator, prior, model, optimizer, scheduler, forever(train_loader),
+                     val_loader, units_per_token, unit, run_dir, progress)
+
+
+def _loop(cfg, accelerator, prior, model, optimizer, scheduler, batches, val_loader,
+          units_per_token, unit, run_dir, progress) -> TrainResult:
     metrics_path = run_dir / "metrics.jsonl"
     ckpt_every = cfg.checkpoint_every or cfg.eval_every
     is_main = accelerator.is_main_process
@@ -225,7 +233,6 @@ def train(
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    batches = forever(train_loader)
     bar = tqdm(total=cfg.max_steps, disable=not (progress and is_main), desc="training",
                unit="step", dynamic_ncols=True)
     model.train()
@@ -271,8 +278,8 @@ def train(
             log({"step": step, "split": "val", "loss": val_result.nats_per_token,
                  f"bits_per_{unit}": val_result.bits_per_unit,
                  "elapsed_s": time.perf_counter() - start})
-            bar.write(f"step {step}: val {val_result.nats_per_token:.4f} nats/token, "
-                      f"{val_result.bits_per_unit:.4f} bits/{unit}")
+            logger.info("step %d: validation %.4f nats/token, %.4f bits/%s", step,
+                        val_result.nats_per_token, val_result.bits_per_unit, unit)
 
         if (step % ckpt_every == 0 or step == cfg.max_steps) and is_main:
             save_checkpoint(run_dir / "checkpoints", step, accelerator.unwrap_model(model),

@@ -61,9 +61,10 @@ class PluginManager(pluggy.PluginManager):
         registries = Registries(Registry("tokenizer"), Registry("prior"), Registry("source"))
         for hook_name, attr in _HOOKS.items():
             registry = getattr(registries, attr)
-            # Call implementations one by one (in pluggy's order) so that each registration is
-            # attributed to the plugin that made it; duplicates then name both providers.
-            for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+            # Call implementations one by one, in registration order (built-ins first), so that
+            # each registration is attributed to the plugin that made it and a duplicate names
+            # both providers.
+            for impl in getattr(self.hook, hook_name).get_hookimpls():
                 provider = self.provider(impl.plugin)
                 impl.function(register=functools.partial(registry.register, provider=provider))
         return registries

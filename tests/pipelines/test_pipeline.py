@@ -1,0 +1,195 @@
+"""End to end through Pipeline and the CLI on the tiny debug recipes, and every bad input the
+foundation issue lists: each gives a short error naming the problem and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines import Pipeline
+from pipelines.cli import main
+from plugins.errors import CheckpointError, DataError, LayoutError, RecipeError, RunDirError
+from tests.conftest import need_shakespeare
+
+ROOT = Path(__file__).resolve().parents[2]
+DEBUG_CHAR = ROOT / "recipes/debug/char_gpt.yaml"
+DEBUG_PIXEL = ROOT / "recipes/debug/pixel_gpt.yaml"
+
+
+@pytest.fixture(scope="module")
+def char_run(tmp_path_factory):
+    need_shakespeare()
+    run = tmp_path_factory.mktemp("char") / "run"
+    assert main(["-q", "train", str(DEBUG_CHAR), "--run-dir", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def pixel_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pixel") / "run"
+    assert main(["-q", "train", str(DEBUG_PIXEL), "--run-dir", str(run), "--no-progress",
+                 "train.max_steps=30"]) == 0
+    return run
+
+
+def test_run_directory_is_self_contained(char_run):
+    for name in ("recipe.yaml", "run.json", "tokenizer/config.json", "prior/config.json",
+                 "prior/model.safetensors", "metrics.jsonl", "samples/sample_000.txt"):
+        assert (char_run / name).exists(), name
+    assert json.loads((char_run / "run.json").read_text())["status"] == "complete"
+    ckpts = sorted(p.name for p in (char_run / "checkpoints").iterdir())
+    assert ckpts == ["step_0000010", "step_0000020"]
+    records = [json.loads(l) for l in (char_run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in val] == [10, 20] and all("bits_per_char" in r for r in val)
+    assert val[-1]["loss"] < 4.17  # below uniform over 65 characters: it learned something
+
+
+def test_train_prints_run_dir(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["-q", "train", str(DEBUG_CHAR), "train.max_steps=2", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(run)
+
+
+def test_load_sample_score_text(char_run, tmp_path, capsys):
+    pipe = Pipeline.load(char_run)
+    texts = pipe.sample(3, max_new_tokens=50, seed=1)
+    assert len(texts) == 3 and all(len(t) == 50 for t in texts)
+    assert texts == pipe.sample(3, max_new_tokens=50, seed=1)  # seeded
+    assert main(["sample", str(char_run), "-n", "2", "--max-new-tokens", "20", "--top-k", "5",
+                 "--temperature", "0.7", "--out", str(tmp_path / "s.txt")]) == 0
+    assert (tmp_path / "s.txt").read_text().count("----------") == 1
+    capsys.readouterr()
+    assert main(["score", str(char_run)]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["unit"] == "char" and 0 < score["bits_per_unit"] < 6.1
+    assert score["units"] == score["tokens"] == 111540  # the last 10% of Tiny Shakespeare
+
+
+def test_score_a_text_file_matches_the_api(char_run, tmp_path, capsys):
+    f = tmp_path / "x.txt"
+    f.write_text("To be, or not to be, that is the question:\n" * 5)
+    assert main(["score", str(char_run), str(f)]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    api = Pipeline.load(char_run).score([f.read_text()])
+    assert cli["bits_per_char"] == pytest.approx(api.bits_per_unit)
+    assert cli["units"] == len(f.read_text())
+
+
+def test_sliding_window_score_equals_exact_log_prob_when_it_fits(char_run):
+    pipe = Pipeline.load(char_run)
+    text = "Hello there, friend."  # shorter than block_size: one exact pass
+    ids = pipe.tokenizer.encode(text)
+    exact = -pipe.prior.log_prob(ids[None]).item()
+    assert pipe.score([text]).nats_per_token * len(text) == pytest.approx(exact, rel=1e-5)
+
+
+def test_image_run_with_classes(pixel_run, tmp_path, capsys):
+    pipe = Pipeline.load(pixel_run)
+    imgs = pipe.sample(4, cond=7)
+    assert all(isinstance(i, Image.Image) and i.size == (8, 8) for i in imgs)
+    assert main(["sample", str(pixel_run), "-n", "6", "--class", "3", "--out",
+                 str(tmp_path / "g.png")]) == 0
+    assert Image.open(tmp_path / "g.png").size[0] > 8
+    capsys.readouterr()
+    assert main(["score", str(pixel_run)]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["unit"] == "subpixel" and score["units"] == score["examples"] * 64
+    assert score["bits_per_unit"] < np.log2(17)  # better than uniform over 17 levels
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    with pytest.raises(DataError, match="class-conditional"):
+        pipe.score([Image.open(tmp_path / "imgs" / "a.png")])
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def test_unknown_component_name_cli(capsys):
+    assert main(["validate", str(DEBUG_CHAR), "prior.name=transformer"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown prior 'transformer'" in err and "Known priors: gpt" in err
+    assert "Traceback" not in err
+
+
+def test_misspelled_key_and_wrong_type_cli(capsys):
+    assert main(["validate", str(DEBUG_CHAR), "train.batchsize=4", "prior.n_head=two"]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "Did you mean 'batch_size'?" in err
+    assert "prior.n_head: Input should be a valid integer" in err
+
+
+def test_layout_the_prior_cannot_model(tmp_path):
+    pipe = Pipeline.from_recipe(DEBUG_PIXEL, ["prior.block_size=32"])
+    with pytest.raises(LayoutError, match=r"makes 64 tokens per example \(grid 8x8\).*block_size=64"):
+        pipe.train(tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "prior").exists()
+
+
+def test_missing_data_file(tmp_path, capsys):
+    assert main(["train", str(DEBUG_CHAR), "data.path=/nonexistent/tiny.txt", "--run-dir",
+                 str(tmp_path / "run")]) == 2
+    assert "file not found: /nonexistent/tiny.txt" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "prior").exists()
+
+
+def test_empty_data_set(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        Pipeline.from_recipe(DEBUG_CHAR, [f"data.path={tmp_path / 'empty.txt'}"]).train(
+            tmp_path / "run", progress=False)
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("abc" * 5)
+    with pytest.raises(DataError, match="too few for one training window"):
+        Pipeline.from_recipe(DEBUG_CHAR, [f"data.path={tiny}"]).train(tmp_path / "run2", progress=False)
+
+
+def test_corrupt_or_truncated_checkpoint(char_run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(char_run, broken)
+    weights = broken / "prior" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Pipeline.load(broken)
+    (broken / "prior" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is truncated or corrupt"):
+        Pipeline.load(broken)
+
+
+def test_unfinished_run_falls_back_to_its_newest_complete_checkpoint(char_run, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(char_run, partial)
+    shutil.rmtree(partial / "prior")
+    (partial / "checkpoints" / ".tmp-step_0000030-999").mkdir()  # a save that died midway
+    pipe = Pipeline.load(partial)
+    final = Pipeline.load(char_run)
+    for a, b in zip(pipe.prior.parameters(), final.prior.parameters()):
+        assert torch.equal(a, b)  # the step-20 checkpoint is the final weights
+
+
+def test_sample_on_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["sample", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a tokar run directory" in err and "tokar train" in err
+    with pytest.raises(RunDirError, match="not a directory"):
+        Pipeline.load(tmp_path / "nope")
+
+
+def test_existing_run_is_never_overwritten(char_run):
+    before = (char_run / "prior" / "model.safetensors").read_bytes()
+    with pytest.raises(RunDirError, match="already holds a run"):
+        Pipeline.from_recipe(DEBUG_CHAR).train(char_run, progress=False)
+    assert (char_run / "prior" / "model.safetensors").read_bytes() == before
+
+
+def test_recipe_errors_surface_before_any_work(tmp_path):
+    with pytest.raises(RecipeError):
+        Pipeline.from_recipe(DEBUG_CHAR, ["tokenizer.name=pixel"])  # text source, image tokenizer

@@ -1,0 +1,208 @@
+"""The plugin system: registries, the lazy manager, third-party plugins through pluggy and through
+a real `tokar` entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import Pipeline
+from plugins import Registry, create_plugin_manager, hookimpl
+from plugins.errors import RecipeError, RegistryError
+from priors import Prior, StepOutput
+from priors.testing import PriorContract
+from tokenizers_ar import CharTokenizer, Layout
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_importing_plugins_has_no_side_effects():
+    code = "import sys, plugins; assert 'torch' not in sys.modules; " \
+           "assert plugins.manager._manager is None"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_duplicate_names_name_both_providers():
+    reg = Registry("tokenizer")
+    reg.register("char", CharTokenizer, provider="tokar 0.1.0")
+    with pytest.raises(RegistryError, match=r"'char' is registered twice: by tokar 0.1.0 and by evil-plugin 2.0"):
+        reg.register("char", object, provider="evil-plugin 2.0")
+
+
+def test_unknown_name_lists_known_and_closest():
+    reg = Registry("prior")
+    for name in ("gpt", "lstm", "pixelcnn"):
+        reg.register(name, object, provider="tokar")
+    with pytest.raises(RegistryError) as err:
+        reg.get("pixlecnn")
+    msg = str(err.value)
+    assert "unknown prior 'pixlecnn'" in msg and "Did you mean 'pixelcnn'?" in msg
+    assert "gpt, lstm, pixelcnn" in msg
+
+
+def test_names_must_be_identifiers():
+    with pytest.raises(RegistryError, match="not valid"):
+        Registry("source").register("my.module:Thing", object, provider="x")
+
+
+def test_builtins_come_through_the_hooks():
+    pm = create_plugin_manager(load_entrypoints=False)
+    regs = pm.registries
+    assert regs.tokenizers.entry("char").provider.startswith("tokar")
+    assert {"gpt"} <= set(regs.priors.names())
+    assert {"text", "hf", "sklearn_digits"} <= set(regs.sources.names())
+
+
+class Bigram(Prior):
+    """A third-party prior that exists only in this test: p(x_t | x_<t) = table[x_{t-1}]."""
+
+    name = "bigram"
+    layouts = frozenset({"seq"})
+
+    def __init__(self, config, vocab_size, layout):
+        super().__init__(config, vocab_size, layout)
+        self.table = torch.nn.Parameter(torch.zeros(vocab_size + 1, vocab_size))  # row V = start
+
+    def forward(self, ids, cond=None):
+        prev = torch.cat([torch.full_like(ids[:, :1], self.vocab_size), ids[:, :-1]], dim=1)
+        return self.table[prev]  # (B, T, V)
+
+    def init_state(self, batch_size, cond=None):
+        return StepOutput(self.table[self.vocab_size].expand(batch_size, -1), None)
+
+    def step(self, state, ids):
+        return StepOutput(self.table[ids], state)
+
+
+class ThirdPartyPlugin:
+    @staticmethod
+    @hookimpl
+    def tokar_register_priors(register):
+        register("bigram", Bigram)
+
+
+class TestBigramPassesTheShippedContract(PriorContract):
+    """What a plugin author writes: the shipped suite on their prior (sequences only)."""
+
+    @pytest.fixture
+    def prior(self, make_prior):
+        torch.manual_seed(0)
+        return make_prior(7, Layout.seq()).eval()
+
+    @pytest.fixture
+    def make_prior(self):
+        def make(vocab_size, layout):
+            prior = Bigram(Bigram.Config(), vocab_size, layout)
+            torch.nn.init.normal_(prior.table)
+            return prior
+        return make
+
+
+def tiny_recipe(tokenizer: str = "char", prior: str = "gpt") -> dict:
+    sizes = {"n_layer": 1, "n_head": 1, "n_embd": 16, "block_size": 16} if prior == "gpt" else {}
+    return {
+        "data": {"source": "text", "path": "${data_dir}/tinyshakespeare.txt"},
+        "tokenizer": {"name": tokenizer},
+        "prior": {"name": prior, **sizes},
+        "train": {"max_steps": 30, "batch_size": 4, "seq_len": 16, "eval_every": 30,
+                  "eval_batches": 2, "lr": 0.1, "warmup_steps": 0},
+        "sample": {"n": 1, "max_new_tokens": 5},
+    }
+
+
+def test_pluggy_plugin_trains_from_a_recipe(fresh_plugins, tmp_path):
+    fresh_plugins.register(ThirdPartyPlugin, name="third-party-test")
+    assert fresh_plugins.registries.priors.entry("bigram").provider == "third-party-test"
+    pipe = Pipeline.from_recipe(tiny_recipe(prior="bigram"))
+    result = pipe.train(tmp_path / "run", progress=False)
+    # 30 steps of lr 0.1 move a bigram table well below the uniform 6 bits/char over 65 chars
+    assert result.steps == 30 and result.val.bits_per_unit < 5.5
+    loaded = Pipeline.load(tmp_path / "run")
+    assert isinstance(loaded.prior, Bigram)
+    assert torch.equal(loaded.prior.table, pipe.prior.table)
+    assert len(loaded.sample(2, max_new_tokens=7)[0]) == 7
+    fresh_plugins.unregister(name="third-party-test")
+    with pytest.raises(RegistryError, match="bigram"):
+        fresh_plugins.registries.priors.get("bigram")
+
+
+def test_layout_kind_mismatch_is_caught_before_training(fresh_plugins):
+    fresh_plugins.register(ThirdPartyPlugin, name="third-party-test")
+    recipe = {**tiny_recipe(prior="bigram"), "data": {"source": "sklearn_digits"},
+              "tokenizer": {"name": "pixel", "levels": 17, "max_value": 16}}
+    with pytest.raises(RecipeError, match="'bigram' models seq layouts but tokenizer 'pixel' produces grid"):
+        Pipeline.from_recipe(recipe)
+
+
+def test_duplicate_from_a_plugin_names_both(fresh_plugins):
+    class Clash:
+        @staticmethod
+        @hookimpl
+        def tokar_register_priors(register):
+            register("gpt", object)
+
+    fresh_plugins.register(Clash, name="clashing-plugin")
+    with pytest.raises(RegistryError, match=r"'gpt' is registered twice: by tokar .* and by clashing-plugin"):
+        fresh_plugins.registries.priors.get("gpt")
+
+
+def make_entry_point_package(root: Path) -> None:
+    """A tiny installed distribution with a `tokar` entry point, discoverable by importlib.metadata
+    when `root` is on sys.path (exactly what `pip install` leaves in site-packages)."""
+    pkg = root / "tokar_hello"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "plugin.py").write_text(textwrap.dedent("""
+        from plugins import hookimpl
+        from tokenizers_ar.char import CharTokenizer
+
+        class HelloChar(CharTokenizer):
+            name = "hello_char"
+
+        @hookimpl
+        def tokar_register_tokenizers(register):
+            register("hello_char", HelloChar)
+    """))
+    dist = root / "tokar_hello-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-hello\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[tokar]\nhello = tokar_hello.plugin\n")
+    (dist / "RECORD").write_text("")
+
+
+def test_entry_point_plugin_is_listed_and_trains(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    make_entry_point_package(site)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    listing = subprocess.run([sys.executable, "-m", "pipelines.cli", "plugins"], env=env,
+                             capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    line = next(l for l in listing.splitlines() if "hello_char" in l)
+    assert "tokar-hello 1.2.3" in line
+
+    recipe = tmp_path / "recipe.yaml"
+    import yaml
+    recipe.write_text(yaml.safe_dump(tiny_recipe("hello_char")))
+    run = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "train", str(recipe),
+                          "--run-dir", str(tmp_path / "run"), "--no-progress"],
+                         env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("run")
+    assert (tmp_path / "run" / "prior" / "model.safetensors").is_file()
+    saved = (tmp_path / "run" / "recipe.yaml").read_text()
+    assert "name: hello_char" in saved
+
+
+def test_registries_follow_registration(fresh_plugins):
+    from plugins import get_registries
+
+    before = get_registries()
+    assert get_registries() is before  # cached while nothing changes
+    fresh_plugins.register(ThirdPartyPlugin, name="third-party-test")
+    assert "bigram" in get_registries().priors and "bigram" not in before.priors

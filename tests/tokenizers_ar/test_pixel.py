@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from plugins.errors import TokenizerError
+from tokenizers_ar import Layout, PixelTokenizer
+
+
+def test_digits_17_levels_are_lossless():
+    tok = PixelTokenizer(levels=17, max_value=16)
+    img = np.arange(64).reshape(8, 8) % 17
+    tok.fit([img])
+    ids = tok.encode(img)
+    assert tok.layout == Layout.grid(8, 8) and ids.shape == (8, 8)
+    assert torch.equal(ids, torch.from_numpy(img))
+    assert np.array_equal(tok.to_array(ids), img)
+    decoded = tok.decode(ids)
+    assert isinstance(decoded, Image.Image) and decoded.mode == "L" and decoded.size == (8, 8)
+    assert np.asarray(decoded)[2, 0] == 255 and np.asarray(decoded)[0, 0] == 0  # 16 -> white
+    assert torch.equal(tok.encode(decoded), ids)  # PIL round trip through 8-bit
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+def test_quantizes_8bit_images(levels):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8))
+    tok = PixelTokenizer(levels=levels)
+    tok.fit([img])
+    ids = tok.encode(img)
+    assert ids.shape == (5, 7) and ids.max() < levels
+    expected = np.rint(np.asarray(img).astype(np.float64) * (levels - 1) / 255)
+    assert np.array_equal(ids.numpy(), expected)
+    assert torch.equal(tok.encode(tok.decode(ids)), ids)
+
+
+def test_binary_threshold():
+    tok = PixelTokenizer(levels=2, height=1, width=4)
+    assert tok.encode(Image.fromarray(np.array([[0, 127, 128, 255]], dtype=np.uint8))).tolist() == [[0, 0, 1, 1]]
+
+
+def test_bad_images_are_clear_errors():
+    tok = PixelTokenizer(levels=17, max_value=16, height=8, width=8)
+    with pytest.raises(TokenizerError, match=r"shape \(4, 4\), expected \(8, 8\)"):
+        tok.encode(np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(TokenizerError, match="max_value"):
+        tok.encode(np.full((8, 8), 40))
+    with pytest.raises(TokenizerError, match="grayscale"):
+        tok.encode(np.zeros((8, 8, 3)))
+    with pytest.raises(TokenizerError, match="fit"):
+        PixelTokenizer().encode(np.zeros((8, 8)))
