@@ -160,7 +160,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows + [("KIND", "NAME", "PROVIDED BY", "CLASS")])
               for i in range(4)]
     for row in [("KIND", "NAME", "PROVIDED BY", "CLASS"), *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     return 0
 
 

@@ -283,7 +283,7 @@ def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
         chunk = starts[i : i + batch_size]
         batch = torch.stack([ids[s : s + window] for s in chunk])
         nll = token_nll(prior(batch), batch)  # (b, window)
-        for row, s in zip(nll, chunk):
+        for row, s in zip(nll, chunk, strict=True):
             first = scored_to - s  # positions before this were scored by an earlier window
             total += row[first:].sum().item()
             scored_to = s + window

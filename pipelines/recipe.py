@@ -37,7 +37,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
-    seq_len: int | None = Field(None, ge=2, description="training window for streams; default: prior's block_size")
+    seq_len: int | None = Field(None, ge=2, description="stream training window; default: block_size")
     lr: float = Field(1e-3, gt=0)
     min_lr: float | None = Field(None, ge=0, description="floor of the cosine schedule; default lr/10")
     warmup_steps: int = Field(100, ge=0)

@@ -180,7 +180,7 @@ class GPT(Prior):
 
     def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         B, T = ids.shape
-        if T > self.config.block_size:
+        if self.config.block_size < T:
             raise LayoutError(
                 f"sequence of {T} tokens is longer than block_size {self.config.block_size}"
             )

@@ -122,4 +122,4 @@ class PriorContract:
 
         first, second = draw(), draw()
         assert torch.equal(first, second)
-        assert first.shape == (3, LENGTH) and 0 <= first.min() and first.max() < VOCAB
+        assert first.shape == (3, LENGTH) and first.min() >= 0 and first.max() < VOCAB

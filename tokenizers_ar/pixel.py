@@ -128,12 +128,11 @@ class PixelTokenizer(Tokenizer):
                 f"pixel tokenizer: expected a grayscale image (H, W), got an array of shape "
                 f"{array.shape}. Colour images are not supported by this tokenizer yet."
             )
-        if not np.issubdtype(array.dtype, np.integer):
-            if not np.all(np.equal(np.mod(array, 1), 0)):
-                raise TokenizerError(
-                    "pixel tokenizer: array values must be whole numbers in [0, max_value]; "
-                    "scale float images in [0, 1] to integers first."
-                )
+        if not np.issubdtype(array.dtype, np.integer) and not np.all(np.equal(np.mod(array, 1), 0)):
+            raise TokenizerError(
+                "pixel tokenizer: array values must be whole numbers in [0, max_value]; "
+                "scale float images in [0, 1] to integers first."
+            )
         return array.astype(np.int64), self.config.max_value
 
     def _require_shape(self) -> None:

@@ -65,7 +65,7 @@ class TokenizerContract:
                 assert tuple(ids.shape) == tokenizer.layout.shape
             else:
                 assert ids.dim() == 1
-            assert ids.numel() == 0 or (0 <= ids.min() and ids.max() < tokenizer.vocab_size)
+            assert ids.numel() == 0 or (ids.min() >= 0 and ids.max() < tokenizer.vocab_size)
 
     def test_ids_round_trip(self, tokenizer: Tokenizer, examples: list[Any]) -> None:
         """encode(decode(ids)) == ids: decoding loses nothing the ids say."""
@@ -87,7 +87,7 @@ class TokenizerContract:
 
     def test_batched_forms_match(self, tokenizer: Tokenizer, examples: list[Any]) -> None:
         batch = tokenizer.encode_batch(examples)
-        for x, ids in zip(examples, batch):
+        for x, ids in zip(examples, batch, strict=True):
             assert torch.equal(ids, tokenizer.encode(x))
         decoded = tokenizer.decode_batch(batch)
         assert len(decoded) == len(examples)

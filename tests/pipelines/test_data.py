@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
 from PIL import Image
 
-import datasets
 from pipelines import data as data_lib
 from pipelines.data import HFSource, TextSource, tokenize
 from plugins.errors import DataError
@@ -15,7 +15,8 @@ def test_text_source_splits_the_end_off(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("abcdefghij")
     splits = TextSource(path=str(f), val_fraction=0.2).load()
-    assert list(splits["train"]["example"]) == ["abcdefgh"] and list(splits["validation"]["example"]) == ["ij"]
+    assert list(splits["train"]["example"]) == ["abcdefgh"]
+    assert list(splits["validation"]["example"]) == ["ij"]
 
 
 def test_text_source_missing_and_empty(tmp_path):
@@ -62,7 +63,8 @@ def test_hf_source_text_builder(tmp_path):
     src = HFSource(path="text", data_files=str(d / "a.txt"), val_fraction=0.5)
     splits = src.load()
     assert splits["train"].column_names == ["example"]
-    assert sorted([*splits["train"]["example"], *splits["validation"]["example"]]) == ["first line", "second line"]
+    lines = [*splits["train"]["example"], *splits["validation"]["example"]]
+    assert sorted(lines) == ["first line", "second line"]
 
 
 def test_hf_source_parquet_arrow_and_disk_with_labels(tmp_path):

@@ -171,7 +171,7 @@ def test_unfinished_run_falls_back_to_its_newest_complete_checkpoint(char_run, t
     (partial / "checkpoints" / ".tmp-step_0000030-999").mkdir()  # a save that died midway
     pipe = Pipeline.load(partial)
     final = Pipeline.load(char_run)
-    for a, b in zip(pipe.prior.parameters(), final.prior.parameters()):
+    for a, b in zip(pipe.prior.parameters(), final.prior.parameters(), strict=True):
         assert torch.equal(a, b)  # the step-20 checkpoint is the final weights
 
 

@@ -31,7 +31,8 @@ def test_importing_plugins_has_no_side_effects():
 def test_duplicate_names_name_both_providers():
     reg = Registry("tokenizer")
     reg.register("char", CharTokenizer, provider="tokar 0.1.0")
-    with pytest.raises(RegistryError, match=r"'char' is registered twice: by tokar 0.1.0 and by evil-plugin 2.0"):
+    expected = r"'char' is registered twice: by tokar 0.1.0 and by evil-plugin 2.0"
+    with pytest.raises(RegistryError, match=expected):
         reg.register("char", object, provider="evil-plugin 2.0")
 
 

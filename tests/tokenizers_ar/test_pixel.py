@@ -36,7 +36,8 @@ def test_quantizes_8bit_images(levels):
 
 def test_binary_threshold():
     tok = PixelTokenizer(levels=2, height=1, width=4)
-    assert tok.encode(Image.fromarray(np.array([[0, 127, 128, 255]], dtype=np.uint8))).tolist() == [[0, 0, 1, 1]]
+    img = Image.fromarray(np.array([[0, 127, 128, 255]], dtype=np.uint8))
+    assert tok.encode(img).tolist() == [[0, 0, 1, 1]]
 
 
 def test_bad_images_are_clear_errors():
