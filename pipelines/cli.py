@@ -108,7 +108,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples = pipe.sample(args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_k=args.top_k, seed=args.seed, cond=args.label)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
-    for path in write_samples(samples, out):
+    for path in write_samples(samples, out, pipe.grid_columns(args.label)):
         print(path)
     return 0
 

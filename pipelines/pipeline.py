@@ -122,8 +122,7 @@ class Pipeline:
                        run_dir, self.tokenizer.unit, progress=progress)
         self._prior.eval()
         write_atomically(run_dir / "prior", self._prior.save)
-        s = self.recipe.sample
-        write_samples(self.sample(s.n), run_dir / "samples")
+        write_samples(self.sample(self.recipe.sample.n), run_dir / "samples", self.grid_columns())
         self._write_run_file("complete", result={
             "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
             "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
@@ -165,6 +164,10 @@ class Pipeline:
             )
 
     # -- using a trained pipeline ----------------------------------------------------------------
+    def grid_columns(self, cond: int | list[int] | None = None) -> int | None:
+        """One column per class when samples cycle through the classes (a row shows each)."""
+        return self.prior.num_classes if self.prior.num_classes and cond is None else None
+
     def sample(self, n: int | None = None, *, max_new_tokens: int | None = None,
                temperature: float | None = None, top_k: int | None = None,
                seed: int | None = None, cond: int | list[int] | None = None) -> list[Any]:

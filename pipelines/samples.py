@@ -13,14 +13,16 @@ from PIL import Image
 from plugins.errors import TokarError
 
 
-def image_grid(images: Sequence[Image.Image], min_cell: int = 32, pad: int = 2) -> Image.Image:
-    """Tile images into a square-ish grid; tiny images are enlarged (nearest neighbour)."""
+def image_grid(images: Sequence[Image.Image], cols: int | None = None, min_cell: int = 32,
+               pad: int = 2) -> Image.Image:
+    """Tile images into a grid (square-ish unless `cols` is given); tiny images are enlarged
+    (nearest neighbour) so that a cell is at least `min_cell` pixels."""
     if not images:
         raise TokarError("no images to put in a grid")
     w, h = images[0].size
     scale = max(1, math.ceil(min_cell / max(w, h)))
     cw, ch = w * scale, h * scale
-    cols = math.ceil(math.sqrt(len(images)))
+    cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     mode = "RGB" if any(im.mode not in ("L", "1") for im in images) else "L"
     grid = Image.new(mode, (cols * (cw + pad) + pad, rows * (ch + pad) + pad), color=128)
@@ -31,17 +33,17 @@ def image_grid(images: Sequence[Image.Image], min_cell: int = 32, pad: int = 2) 
     return grid
 
 
-def write_samples(examples: Sequence[Any], out: str | Path) -> list[Path]:
+def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = None) -> list[Path]:
     """Write samples: images as one PNG grid at `out` (a .png path, or a folder to hold
     samples.png); text as `out` (one .txt file, samples separated by a rule) or, for a folder,
-    one sample_NNN.txt per sample. Returns the files written."""
+    one sample_NNN.txt per sample. `cols`: images per grid row. Returns the files written."""
     out = Path(out)
     if not examples:
         return []
     if isinstance(examples[0], Image.Image):
         path = out if out.suffix.lower() == ".png" else out / "samples.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(path, lambda tmp: image_grid(examples).save(tmp, format="PNG"))
+        _atomic(path, lambda tmp: image_grid(examples, cols).save(tmp, format="PNG"))
         return [path]
     if isinstance(examples[0], str):
         if out.suffix:

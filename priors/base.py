@@ -14,7 +14,6 @@ Three ways to evaluate the same distribution, which the contract tests hold equa
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -26,9 +25,8 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from plugins.errors import CheckpointError
-from tokenizers_ar.base import Layout, _read_config
+from tokenizers_ar.base import Layout, read_config, write_config
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -114,26 +112,20 @@ class Prior(nn.Module, ABC):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {
+        write_config(directory, {
             "name": self.name,
             "format_version": self.format_version,
             "vocab_size": self.vocab_size,
             "layout": self.layout.to_json(),
             "config": self.config.model_dump(mode="json"),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        })
         save_model(self, str(directory / WEIGHTS_FILE))  # handles tied (shared) weights
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> Prior:
         directory = Path(directory)
-        payload = _read_config(directory, kind="prior")
-        if payload.get("format_version", 0) > cls.format_version:
-            raise CheckpointError(
-                f"{directory} was saved by a newer tokar (prior format {payload['format_version']},"
-                f" this version reads up to {cls.format_version}); upgrade tokar to load it."
-            )
+        payload = read_config(directory, "prior", cls.format_version)
         prior = cls(
             cls.Config(**payload.get("config", {})),
             vocab_size=payload["vocab_size"],

@@ -149,13 +149,12 @@ class Tokenizer(ABC):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {
+        write_config(directory, {
             "name": self.name,
             "format_version": self.format_version,
             "config": self.config.model_dump(mode="json"),
             "state": self.state(),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        })
         tensors = self.tensors()
         if tensors:
             save_file({k: v.contiguous() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
@@ -164,13 +163,7 @@ class Tokenizer(ABC):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> Tokenizer:
         directory = Path(directory)
-        payload = _read_config(directory, kind="tokenizer")
-        if payload.get("format_version", 0) > cls.format_version:
-            raise CheckpointError(
-                f"{directory} was saved by a newer tokar (tokenizer format "
-                f"{payload['format_version']}, this version reads up to {cls.format_version}); "
-                "upgrade tokar to load it."
-            )
+        payload = read_config(directory, "tokenizer", cls.format_version)
         tokenizer = cls(cls.Config(**payload.get("config", {})))
         tokenizer.load_state(payload.get("state", {}))
         weights = directory / WEIGHTS_FILE
@@ -199,7 +192,12 @@ class Tokenizer(ABC):
         return f"{type(self).__name__}({fitted})"
 
 
-def _read_config(directory: Path, kind: str) -> dict[str, Any]:
+def write_config(directory: Path, payload: dict[str, Any]) -> None:
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_config(directory: Path, kind: str, format_version: int) -> dict[str, Any]:
+    """The config.json of a saved tokenizer or prior, with every failure a clear error."""
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
@@ -212,4 +210,9 @@ def _read_config(directory: Path, kind: str) -> dict[str, Any]:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}).") from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} should hold a JSON object, found {type(payload).__name__}.")
+    if payload.get("format_version", 0) > format_version:
+        raise CheckpointError(
+            f"{directory} was saved by a newer tokar ({kind} format {payload['format_version']}, "
+            f"this version reads up to {format_version}); upgrade tokar to load it."
+        )
     return payload
