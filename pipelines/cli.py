@@ -1,9 +1,11 @@
 """`tokar`: the command line.
 
     tokar train RECIPE [key=value ...] [~key ...] [--run-dir DIR]
+    tokar train --resume RUN_DIR [key=value ...]
     tokar sample RUN_DIR [-n N] [--temperature T] [--top-k K] [--seed S] [--class C] [--out PATH]
     tokar score RUN_DIR [DATA]
     tokar validate RECIPE [key=value ...]
+    tokar plot RUN_DIR [--out PATH]
     tokar plugins
 
 Errors tokar raises on purpose are printed as one short message (exit status 2), not a traceback.
@@ -52,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a recipe; prints the run directory")
-    p.add_argument("recipe", help="a YAML recipe, e.g. recipes/shakespeare/char_gpt.yaml")
+    p = sub.add_parser("train", help="train a recipe (or resume a run); prints the run directory")
+    p.add_argument("recipe", nargs="?", help="a YAML recipe, e.g. recipes/shakespeare/char_gpt.yaml")
     p.add_argument("overrides", nargs="*", help="key.path=value or ~key.path")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest "
+                   "complete checkpoint (overrides may extend train.max_steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -82,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("plot", help="write a PNG of a run's training and validation curves")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="output PNG (default: RUN_DIR/curves.png)")
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
     p.set_defaults(func=cmd_plugins)
     return parser
@@ -89,9 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipelines.pipeline import Pipeline
+    from pipelines.train import process_state
 
-    pipe = Pipeline.from_recipe(args.recipe, args.overrides)
-    result = pipe.train(args.run_dir, progress=not args.no_progress)
+    if args.resume:
+        if args.run_dir:
+            raise TokarError("--resume continues RUN_DIR in place: leave out --run-dir.")
+        overrides = [x for x in [args.recipe, *args.overrides] if x is not None]
+        pipe, result = Pipeline.resume(args.resume, overrides, progress=not args.no_progress)
+    else:
+        if not args.recipe:
+            raise TokarError("tokar train needs a RECIPE (or --resume RUN_DIR).")
+        pipe = Pipeline.from_recipe(args.recipe, args.overrides)
+        result = pipe.train(args.run_dir, progress=not args.no_progress)
+    if not process_state().is_main_process:
+        return 0
     if result.val is not None:
         print(f"validation: {result.val.bits_per_unit:.4f} bits/{result.val.unit} "
               f"({result.val.nats_per_token:.4f} nats/token) after {result.steps} steps "
@@ -139,6 +159,13 @@ def read_examples(path: Path, modality: str) -> list[Any]:
         return [Image.open(p).copy() for p in files]
     raise DataError(f"`tokar score DATA` does not read {modality} files yet; score the run's "
                     "validation split by leaving DATA out.")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pipelines.plot import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

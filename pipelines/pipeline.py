@@ -22,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from PIL import Image
 
 from pipelines import data as data_lib
-from pipelines.checkpoint import list_checkpoints, load_checkpoint, write_atomically
+from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
 from pipelines.recipe import Recipe, load_recipe
 from pipelines.samples import write_samples
-from pipelines.train import LN2, TrainResult, train
-from plugins.errors import DataError, LayoutError, RunDirError, TokarError
+from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process_state
+from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError
 from plugins.registry import Registries
 from priors.base import Prior, token_nll
 from priors.sampling import build_processors, generate
@@ -99,47 +102,117 @@ class Pipeline:
 
     # -- training --------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
-        run_dir = self._new_run_dir(run_dir)
-        self.run_dir = run_dir
-        (run_dir / RECIPE_FILE).write_text(self.recipe.dump())
-        self._write_run_file("running")
+        """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`.
+        Under `accelerate launch` / `torchrun` every process calls this; only the main one
+        writes files."""
+        ps = process_state()
+        self.run_dir = self._claim_run_dir(run_dir, ps)
+        if ps.is_main_process:
+            (self.run_dir / RECIPE_FILE).write_text(self.recipe.dump())
+            self._write_run_file("running")
+        splits = self._load_splits()
+        with ps.main_process_first():  # the main process fits, saves and fills the cache first
+            if not self.tokenizer.is_fitted:
+                logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
+                self.tokenizer.fit(splits["train"]["example"])
+            if ps.is_main_process:
+                write_atomically(self.run_dir / "tokenizer", self.tokenizer.save)
+            tokens = data_lib.tokenize(splits, self.tokenizer)
+        self._prior = self.build_prior()
+        self._check_labels(tokens["train"])
+        return self._run(tokens, None, progress)
 
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
+               registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
+        """Continue an interrupted run from its newest complete checkpoint, exactly: the result
+        equals an uninterrupted run. Overrides may change only how long and how verbosely it
+        trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data."""
+        run_dir = Path(run_dir)
+        _require_run_dir(run_dir)
+        saved = load_recipe(run_dir / RECIPE_FILE, registries=registries)
+        recipe = load_recipe(run_dir / RECIPE_FILE, overrides, registries)
+        changed = [k for k in _diff(saved.to_dict(), recipe.to_dict())
+                   if not any(k == a or k.startswith(a + ".") for a in RESUMABLE)]
+        if changed:
+            raise RecipeError([
+                f"resuming {run_dir} cannot change {', '.join(changed)}: the checkpoint was "
+                f"trained with other values. Only {', '.join(RESUMABLE)} may change on resume; "
+                "start a new run for anything else."])
+        pipe = cls(recipe, recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer"),
+                   run_dir=run_dir)
+        splits = pipe._load_splits()
+        ps = process_state()
+        with ps.main_process_first():
+            tokens = data_lib.tokenize(splits, pipe.tokenizer)
+        pipe._prior = pipe.build_prior()
+        pipe._check_labels(tokens["train"])
+        ckpts = list_checkpoints(run_dir / "checkpoints")
+        ckpt = ckpts[-1] if ckpts else None
+        if ps.is_main_process:
+            # Metrics logged after that checkpoint will be logged again: drop them.
+            _truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
+            (run_dir / RECIPE_FILE).write_text(recipe.dump())
+            pipe._write_run_file("running")
+        ps.wait_for_everyone()
+        return pipe, pipe._run(tokens, ckpt, progress)
+
+    def _run(self, tokens: dict[str, data_lib.TokenData], ckpt: Checkpoint | None,
+             progress: bool) -> TrainResult:
+        cfg = self.recipe.train
+        accelerator = make_accelerator(cfg, self.run_dir)
+        if cfg.log_with:
+            accelerator.init_trackers(self.run_dir.name, config=_flat(self.recipe.to_dict()))
+        logger.info("prior '%s': %.2fM parameters", self.recipe.prior.name,
+                    self._prior.num_parameters() / 1e6)
+        trainer = Trainer(self._prior, tokens["train"], tokens.get("validation"), cfg,
+                          self.run_dir, self.tokenizer.unit, accelerator, progress,
+                          on_eval=self._write_eval_samples if cfg.eval_samples else None)
+        if ckpt is not None:
+            trainer.resume_from(ckpt)
+        result = trainer.fit()
+        self._prior.eval()
+        if accelerator.is_main_process:
+            write_atomically(self.run_dir / "prior", self._prior.save)
+            write_samples(self.sample(self.recipe.sample.n), self.run_dir / "samples",
+                          self.grid_columns())
+            self._write_run_file("complete", result={
+                "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
+                "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
+                "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
+                "unit": self.tokenizer.unit})
+        accelerator.wait_for_everyone()
+        return result
+
+    def _write_eval_samples(self, step: int) -> None:
+        """A quick look at what the model makes at this point of training."""
+        examples = self.sample(self.recipe.train.eval_samples)
+        ext = ".png" if isinstance(examples[0], Image.Image) else ".txt"
+        write_samples(examples, self.run_dir / "samples" / f"step_{step:07d}{ext}",
+                      self.grid_columns())
+
+    def _load_splits(self):
         splits = self.recipe.data.cls(self.recipe.data.config).load()
         if len(splits["train"]) == 0:
             raise DataError(f"data source '{self.recipe.data.name}' gave an empty training split.")
-        if not self.tokenizer.is_fitted:
-            logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
-            self.tokenizer.fit(splits["train"]["example"])
-        write_atomically(run_dir / "tokenizer", self.tokenizer.save)
+        return splits
 
-        tokens = data_lib.tokenize(splits, self.tokenizer)
-        self._prior = self.build_prior()
-        self._check_labels(tokens["train"])
-        logger.info("prior '%s': %.2fM parameters", self.recipe.prior.name,
-                    self._prior.num_parameters() / 1e6)
-
-        result = train(self._prior, tokens["train"], tokens.get("validation"), self.recipe.train,
-                       run_dir, self.tokenizer.unit, progress=progress)
-        self._prior.eval()
-        write_atomically(run_dir / "prior", self._prior.save)
-        write_samples(self.sample(self.recipe.sample.n), run_dir / "samples", self.grid_columns())
-        self._write_run_file("complete", result={
-            "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
-            "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
-            "unit": self.tokenizer.unit})
-        return result
-
-    def _new_run_dir(self, run_dir: str | Path | None) -> Path:
+    def _claim_run_dir(self, run_dir: str | Path | None, ps: PartialState) -> Path:
         if run_dir is None:
             stem = Path(self.recipe.source).stem if self.recipe.source else "run"
             run_dir = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            if ps.num_processes > 1:  # the main process's clock names the run for everyone
+                run_dir = Path(broadcast_object_list([str(run_dir)])[0])
         run_dir = Path(run_dir)
-        if (run_dir / RECIPE_FILE).exists():
-            raise RunDirError(
-                f"{run_dir} already holds a run; pass another --run-dir (or delete it) so that "
-                "nothing in it is overwritten."
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if ps.is_main_process:
+            if (run_dir / RECIPE_FILE).exists():
+                raise RunDirError(
+                    f"{run_dir} already holds a run; pass another --run-dir (or delete it) so "
+                    f"that nothing in it is overwritten, or continue it with `tokar train "
+                    f"--resume {run_dir}`."
+                )
+            run_dir.mkdir(parents=True, exist_ok=True)
+        ps.wait_for_everyone()
         return run_dir
 
     def _write_run_file(self, status: str, **extra: Any) -> None:
@@ -244,13 +317,7 @@ class Pipeline:
     @classmethod
     def load(cls, run_dir: str | Path, registries: Registries | None = None) -> Pipeline:
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise RunDirError(f"{run_dir} is not a directory; pass a run directory made by `tokar train`.")
-        if not (run_dir / RECIPE_FILE).is_file() or not (run_dir / "tokenizer").is_dir():
-            raise RunDirError(
-                f"{run_dir} is not a tokar run directory (no {RECIPE_FILE} and tokenizer/ in it); "
-                "pass the folder that `tokar train` printed."
-            )
+        _require_run_dir(run_dir)
         recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
         tokenizer = recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer")
         if (run_dir / "prior").is_dir():
@@ -269,6 +336,53 @@ class Pipeline:
             load_checkpoint(ckpts[-1], prior)
             prior.eval()
         return cls(recipe, tokenizer, prior, run_dir)
+
+
+RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
+             "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
+             "train.early_stopping_min_delta", "train.num_workers", "train.log_with", "sample")
+
+
+def _require_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a directory; pass a run directory made by `tokar train`.")
+    if not (run_dir / RECIPE_FILE).is_file() or not (run_dir / "tokenizer").is_dir():
+        raise RunDirError(
+            f"{run_dir} is not a tokar run directory (no {RECIPE_FILE} and tokenizer/ in it); "
+            "pass the folder that `tokar train` printed."
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted key paths whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if a == b else [prefix]
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested recipe -> {"train.lr": ...} with scalar values (what trackers accept)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
 
 
 def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:

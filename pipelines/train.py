@@ -1,11 +1,19 @@
 """The one training loop: teacher-forced maximum likelihood on Hugging Face Accelerate.
 
-The same code runs on a CPU, one GPU, several GPUs (`accelerate launch`) and several machines:
-Accelerate places the model, shards the batches and handles mixed precision and gradient
-accumulation. AdamW with decoupled weight decay (none on biases, norms and embeddings), linear
-warmup then cosine decay to `min_lr`, gradient clipping. Every `eval_every` steps the validation
-loss is reported in the data's own units (bits per character, per subpixel...); metrics go to
-`metrics.jsonl`, checkpoints are written atomically (pipelines/checkpoint.py).
+The same code runs on a CPU, one GPU, several GPUs and several machines (`accelerate launch`,
+`torchrun`): Accelerate places the model, shards batches across processes, averages gradients and
+handles mixed precision and gradient accumulation. `train.batch_size` is per process.
+
+- AdamW (fused on CUDA) with decoupled weight decay, none on biases, norms and embeddings; linear
+  warmup then cosine decay to `min_lr`; gradient clipping.
+- Validation every `eval_every` steps, reported in the data's own units (bits per character, per
+  subpixel...), reduced across processes; early stopping on it if asked.
+- Exact resume: a checkpoint holds weights, optimizer, scheduler, every process's RNG state and the
+  number of batches consumed; the batch order depends only on the seed (pipelines/batches.py), so
+  a resumed run reaches the weights an uninterrupted one would.
+- Guards: a NaN/inf loss stops the run naming the step and the last good checkpoint; a failed save
+  (disk full) never touches earlier checkpoints.
+Only the main process writes metrics.jsonl, trackers, checkpoints (plus one RNG file per process).
 """
 
 from __future__ import annotations
@@ -13,117 +21,82 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipelines.checkpoint import save_checkpoint
+from pipelines import batches as B
+from pipelines import checkpoint as ck
 from pipelines.data import TokenData
 from pipelines.recipe import TrainConfig
-from plugins.errors import DataError
+from plugins.errors import CheckpointError, DataError, TokarError
 from priors.base import Prior, token_nll
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2)
 
 
-# -- batches -------------------------------------------------------------------------------------
-class Windows(Dataset):
-    """Every window of `seq_len` consecutive tokens of a stream (nanoGPT's random crops)."""
+def process_state() -> PartialState:
+    """This process's place in a launch (`torchrun`, `accelerate launch`, or none).
 
-    def __init__(self, stream: np.ndarray, seq_len: int, starts: np.ndarray | None = None):
-        self.stream = torch.from_numpy(stream)
-        self.seq_len = seq_len
-        self.starts = starts  # fixed window starts (evaluation), else every position
-
-    def __len__(self) -> int:
-        if self.starts is not None:
-            return len(self.starts)
-        return max(0, len(self.stream) - self.seq_len + 1)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        start = int(self.starts[i]) if self.starts is not None else i
-        return {"ids": self.stream[start : start + self.seq_len]}
-
-
-class Rows(Dataset):
-    """One fixed-length row of tokens per example (grids), with its class label if any."""
-
-    def __init__(self, data: TokenData, limit: int | None = None):
-        n = len(data) if limit is None else min(limit, len(data))
-        self.tokens = torch.from_numpy(data.tokens[:n])
-        self.labels = torch.from_numpy(data.labels[:n]) if data.labels is not None else None
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {"ids": self.tokens[i]}
-        if self.labels is not None:
-            item["label"] = self.labels[i]
-        return item
-
-
-def train_dataset(data: TokenData, seq_len: int) -> Dataset:
-    ds = Windows(data.tokens, seq_len) if data.is_stream else Rows(data)
-    if len(ds) == 0:
-        raise DataError(
-            f"the training split has {data.n_tokens} tokens: too few for one training window of "
-            f"{seq_len}; use more data or a smaller train.seq_len / prior.block_size."
+    Launched as several processes on a machine without GPUs, Accelerate joins them into one
+    process group (gloo) only when told to use the CPU (ACCELERATE_USE_CPU=1); without it each
+    process would silently train alone. tokar asks for it, then checks the group really formed.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = world > 1 and not torch.cuda.is_available()
+    if cpu:
+        os.environ.setdefault("ACCELERATE_USE_CPU", "1")  # read again by AcceleratorState
+    state = PartialState(cpu=cpu)
+    if world > 1 and state.num_processes != world:
+        raise TokarError(
+            f"launched as {world} processes but Accelerate sees {state.num_processes}; on CPUs "
+            "set ACCELERATE_USE_CPU=1 (or pass --multi_gpu to accelerate launch on GPUs)."
         )
-    return ds
+    return state
 
 
-def eval_dataset(data: TokenData, seq_len: int, batch_size: int, batches: int | None) -> Dataset:
-    """A fixed validation set, the same at every evaluation so that numbers compare."""
-    if data.is_stream:
-        n_windows = max(0, len(data.tokens) - seq_len + 1)
-        if batches is None:  # non-overlapping windows covering the split
-            starts = np.arange(0, n_windows, seq_len)
-        else:  # evenly spread windows
-            starts = np.linspace(0, max(n_windows - 1, 0), num=min(n_windows, batches * batch_size))
-        return Windows(data.tokens, seq_len, starts.astype(np.int64))
-    return Rows(data, None if batches is None else batches * batch_size)
+def make_accelerator(cfg: TrainConfig, run_dir: Path | None = None) -> Accelerator:
+    """An Accelerator for `cfg`. The distributed state (process group) is kept; the per-run
+    settings (mixed precision, accumulation) may differ from an earlier run in this process."""
+    process_state()
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=cfg.log_with or None,
+        project_dir=str(run_dir / "logs") if run_dir is not None and cfg.log_with else None,
+    )
 
 
-def forever(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    while True:
-        yield from loader
-
-
-# -- optimisation ----------------------------------------------------------------------------------
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices of Linear/conv layers; never biases, norms or embeddings."""
+    """Decay the weight matrices of Linear/conv layers; never biases, norms or embeddings."""
     no_decay_types = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
-            seen.add(id(p))
+            seen.add(id(p))  # a tied weight (GPT's lm_head = wte) counts once, as an embedding
             if isinstance(module, no_decay_types) or name.endswith("bias") or p.dim() < 2:
                 no_decay.append(p)
             else:
                 decay.append(p)
-    # Tied weights (GPT's lm_head = wte) were seen first as an embedding: no decay, like GPT-2's
-    # embeddings in most reproductions.
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(cfg: TrainConfig):
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     """Multiplier of `lr` at each step: linear warmup, then cosine decay to min_lr."""
     min_ratio = (cfg.min_lr if cfg.min_lr is not None else cfg.lr / 10) / cfg.lr
 
@@ -131,13 +104,11 @@ def lr_lambda(cfg: TrainConfig):
         if step < cfg.warmup_steps:
             return (step + 1) / (cfg.warmup_steps + 1)
         progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return min_ratio + (1 - min_ratio) * cosine
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 
 
-# -- the loop --------------------------------------------------------------------------------------
 @dataclass
 class EvalResult:
     nats_per_token: float
@@ -153,141 +124,227 @@ class TrainResult:
     val: EvalResult | None
     seconds: float
     tokens_per_second: float
+    best_val_loss: float | None = None
+    stopped_early: bool = False
 
 
-def _cond(batch: dict[str, torch.Tensor], prior: Prior) -> torch.Tensor | None:
-    return batch.get("label") if prior.num_classes else None
+@dataclass
+class TrainState:
+    """What a checkpoint must hold besides tensors to continue exactly."""
+
+    step: int = 0
+    batches_consumed: int = 0  # per process, micro-batches
+    best_val_loss: float | None = None
+    evals_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)  # validation results so far
 
 
-@torch.no_grad()
-def evaluate(accelerator: Accelerator, model: nn.Module, loader: DataLoader, prior: Prior,
-             units_per_token: float, unit: str) -> EvalResult:
-    was_training = model.training
-    model.eval()
-    total_nats = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    total_tokens = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    for batch in loader:
-        ids = batch["ids"]
-        nats = token_nll(model(ids, _cond(batch, prior)), ids).sum(dim=1)  # (B,)
-        nats, n = accelerator.gather_for_metrics((nats, torch.full_like(nats, ids.size(1))))
-        total_nats += nats.double().sum()
-        total_tokens += n.double().sum()
-    model.train(was_training)
-    nats_per_token = (total_nats / total_tokens.clamp(min=1)).item()
-    return EvalResult(nats_per_token, nats_per_token / units_per_token / LN2, unit, int(total_tokens))
+class Trainer:
+    def __init__(self, prior: Prior, train_data: TokenData, val_data: TokenData | None,
+                 cfg: TrainConfig, run_dir: Path, unit: str, accelerator: Accelerator,
+                 progress: bool = True, on_eval: Callable[[int], None] | None = None):
+        self.prior, self.cfg, self.run_dir, self.unit = prior, cfg, Path(run_dir), unit
+        self.accelerator, self.progress, self.on_eval = accelerator, progress, on_eval
+        self.is_main = accelerator.is_main_process
+        self.ckpt_root = self.run_dir / "checkpoints"
 
+        seq_len = cfg.seq_len or prior.max_length
+        if train_data.is_stream and seq_len is None:
+            raise DataError(f"prior '{prior.name}' has no block_size: set train.seq_len.")
+        if prior.max_length is not None and seq_len and seq_len > prior.max_length:
+            raise DataError(f"train.seq_len={seq_len} exceeds the prior's block_size {prior.max_length}.")
 
-def train(
-    prior: Prior,
-    train_data: TokenData,
-    val_data: TokenData | None,
-    cfg: TrainConfig,
-    run_dir: Path,
-    unit: str,
-    progress: bool = True,
-) -> TrainResult:
-    """Train `prior` in place; writes metrics.jsonl and checkpoints/ under `run_dir`."""
-    run_dir = Path(run_dir)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
-                              gradient_accumulation_steps=cfg.grad_accum)
-    set_seed(cfg.seed)
-    seq_len = cfg.seq_len or prior.max_length
-    if train_data.is_stream and seq_len is None:
-        raise DataError(f"prior '{prior.name}' has no block_size: set train.seq_len in the recipe.")
-    if prior.max_length is not None and seq_len and seq_len > prior.max_length:
-        raise DataError(f"train.seq_len={seq_len} exceeds the prior's block_size {prior.max_length}.")
+        train_ds = B.train_dataset(train_data, seq_len)
+        self.sampler = B.EpochSampler(len(train_ds), cfg.seed)
+        train_loader = B.loader(train_ds, cfg.batch_size, self.sampler, cfg.num_workers,
+                                drop_last=len(train_ds) >= cfg.batch_size * accelerator.num_processes)
+        val_loader = None
+        if val_data is not None and len(val_data):
+            val_ds = B.eval_dataset(val_data, seq_len, cfg.batch_size, cfg.eval_batches,
+                                    accelerator.num_processes)
+            if len(val_ds):
+                val_loader = B.loader(val_ds, cfg.batch_size, workers=cfg.num_workers)
+        self.units_per_token = val_data.n_units / val_data.n_tokens if val_loader is not None else 1.0
 
-    train_ds = train_dataset(train_data, seq_len)
-    sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                              drop_last=len(train_ds) >= cfg.batch_size)
-    val_loader = None
-    if val_data is not None and len(val_data):
-        val_ds = eval_dataset(val_data, seq_len, cfg.batch_size, cfg.eval_batches)
-        if len(val_ds):
-            val_loader = DataLoader(val_ds, batch_size=cfg.batch_size)
-    units_per_token = (val_data.n_units / val_data.n_tokens) if val_loader is not None else 1.0
+        self.optimizer = torch.optim.AdamW(
+            param_groups(prior, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+            fused=accelerator.device.type == "cuda")
+        # Counted in optimizer steps and stepped by hand: independent of the number of processes.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        model = torch.compile(prior) if cfg.compile else prior
+        self.model, self.optimizer, prepared = accelerator.prepare(model, self.optimizer, train_loader)
+        self.batches = B.TrainBatches(accelerator, prepared, self.sampler)
+        self.val_loader = accelerator.prepare(val_loader) if val_loader is not None else None
+        self.state = TrainState()
+        self._resumed: ck.Checkpoint | None = None
 
-    use_fused = accelerator.device.type == "cuda"
-    optimizer = torch.optim.AdamW(param_groups(prior, cfg.weight_decay), lr=cfg.lr,
-                                  betas=cfg.betas, fused=use_fused)
-    # The schedule counts optimizer steps; stepped by hand so it is independent of process count.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer, train_loader = accelerator.prepare(prior, optimizer, train_loader)
-    if val_loader is not None:
-        val_loader = accelerator.prepare(val_loader)
+    # -- checkpoints -----------------------------------------------------------------------------
+    def resume_from(self, ckpt: ck.Checkpoint) -> None:
+        """Continue from `ckpt`: weights, optimizer, scheduler, data position, history; the
+        random state is restored when the loop starts."""
+        saved = ck.load_checkpoint(ckpt, self.prior, self.optimizer, self.scheduler)
+        fields = TrainState.__dataclass_fields__
+        self.state = TrainState(**{k: v for k, v in saved.items() if k in fields})
+        self._resumed = ckpt
+        logger.info("resuming from %s (step %d)", ckpt.path, self.state.step)
 
-    with logging_redirect_tqdm():
-        return _loop(cfg, accelerator, prior, model, optimizer, scheduler, forever(train_loader),
-                     val_loader, units_per_token, unit, run_dir, progress)
+    def save(self) -> ck.Checkpoint:
+        acc, step = self.accelerator, self.state.step
+        tmp, final = ck.tmp_dir(self.ckpt_root, step), self.ckpt_root / f"{ck.PREFIX}{step:07d}"
+        try:
+            if self.is_main:
+                ck.shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            acc.wait_for_everyone()
+            torch.save(ck.rng_state(), tmp / f"rng_{acc.process_index}.pt")
+            acc.wait_for_everyone()
+            if self.is_main:
+                ck.write_checkpoint_files(tmp, self.prior, self.optimizer, self.scheduler,
+                                          self._state_dict())
+                ck.publish(tmp, final)
+                ck.prune(self.ckpt_root, self.cfg.keep_checkpoints)
+        except OSError as exc:
+            ck.shutil.rmtree(tmp, ignore_errors=True)
+            previous = ck.list_checkpoints(self.ckpt_root)
+            kept = f"{previous[-1].path} is intact" if previous else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"could not write the step-{step} checkpoint ({exc.strerror or exc}); {kept}. Free "
+                f"some space, then continue with `tokar train --resume {self.run_dir}`."
+            ) from exc
+        acc.wait_for_everyone()
+        return ck.Checkpoint(final, step)
 
+    def _state_dict(self) -> dict:
+        state = asdict(self.state)
+        last = self.state.history[-1] if self.state.history else None
+        state["val_loss"] = last["loss"] if last and last["step"] == self.state.step else None
+        return state
 
-def _loop(cfg, accelerator, prior, model, optimizer, scheduler, batches, val_loader,
-          units_per_token, unit, run_dir, progress) -> TrainResult:
-    metrics_path = run_dir / "metrics.jsonl"
-    ckpt_every = cfg.checkpoint_every or cfg.eval_every
-    is_main = accelerator.is_main_process
+    # -- evaluation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> EvalResult:
+        acc, model = self.accelerator, self.model
+        model.eval()
+        nats = torch.zeros((), dtype=torch.float64, device=acc.device)
+        tokens = torch.zeros((), dtype=torch.float64, device=acc.device)
+        for batch in self.val_loader:
+            ids = batch["ids"]
+            per_seq = token_nll(model(ids, self._cond(batch)), ids).sum(dim=1)  # (B,)
+            per_seq, n = acc.gather_for_metrics((per_seq, torch.full_like(per_seq, ids.size(1))))
+            nats += per_seq.double().sum()
+            tokens += n.double().sum()
+        model.train()
+        npt = (nats / tokens.clamp(min=1)).item()
+        return EvalResult(npt, npt / self.units_per_token / LN2, self.unit, int(tokens.item()))
 
-    def log(record: dict) -> None:
-        if is_main:
-            with metrics_path.open("a") as f:
+    def _cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return batch.get("label") if self.prior.num_classes else None
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        with logging_redirect_tqdm():
+            return self._fit()
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.cfg.log_with:
+            split = record["split"]
+            self.accelerator.log({f"{split}/{k}": v for k, v in record.items()
+                                  if k not in ("step", "split") and isinstance(v, (int, float))},
+                                 step=record["step"])
 
-    bar = tqdm(total=cfg.max_steps, disable=not (progress and is_main), desc="training",
-               unit="step", dynamic_ncols=True)
-    model.train()
-    start = time.perf_counter()
-    window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, start
-    last_loss = float("nan")
-    total_tokens, val_result = 0, None
-    for step in range(1, cfg.max_steps + 1):
-        for _ in range(cfg.grad_accum):
-            batch = next(batches)
-            with accelerator.accumulate(model):
-                # Through model(...), not prior.loss: a DDP wrapper syncs gradients in forward.
-                ids = batch["ids"]
-                loss = token_nll(model(ids, _cond(batch, prior)), ids).mean()
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            window_loss += loss.item()
-            window_batches += 1
-            window_tokens += batch["ids"].numel() * accelerator.num_processes
-        scheduler.step()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(
-                f"training loss became {loss.item()} at step {step}; lower train.lr or enable "
-                "train.grad_clip. The last checkpoint in checkpoints/ is unaffected."
-            )
+    def _fit(self) -> TrainResult:
+        cfg, acc, st = self.cfg, self.accelerator, self.state
+        set_seed(cfg.seed)
+        if self._resumed is not None:  # continue every process's random streams where they stopped
+            ck.load_rng(self._resumed, acc.process_index)
+        batches = self.batches.iterate(st.batches_consumed)
+        bar = tqdm(total=cfg.max_steps, initial=st.step, disable=not (self.progress and self.is_main),
+                   desc="training", unit="step", dynamic_ncols=True)
+        self.model.train()
+        start = time.perf_counter()
+        w_loss, w_batches, w_tokens, w_start = 0.0, 0, 0, start
+        last_loss, total_tokens, val, stopped_early = float("nan"), 0, None, False
+        while st.step < cfg.max_steps:
+            for _ in range(cfg.grad_accum):
+                batch = next(batches)
+                with acc.accumulate(self.model):
+                    # Through model(...), not prior.loss: a DDP wrapper syncs gradients in forward.
+                    ids = batch["ids"]
+                    loss = token_nll(self.model(ids, self._cond(batch)), ids).mean()
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.grad_clip is not None:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                st.batches_consumed += 1
+                w_loss += loss.item()
+                w_batches += 1
+                w_tokens += ids.numel() * acc.num_processes
+            self.scheduler.step()
+            st.step += 1
+            if not math.isfinite(loss.item()):
+                self._stop_on_nan(loss.item())
 
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            last_loss = window_loss / window_batches
-            tps = window_tokens / max(now - window_start, 1e-9)
-            total_tokens += window_tokens
-            log({"step": step, "split": "train", "loss": last_loss,
-                 "lr": scheduler.get_last_lr()[0], "tokens_per_s": tps,
-                 "elapsed_s": now - start})
-            bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tps:,.0f}")
-            window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, now
+            if st.step % cfg.log_every == 0 or st.step == cfg.max_steps:
+                now = time.perf_counter()
+                mean = acc.reduce(torch.tensor(w_loss / w_batches, device=acc.device), "mean")
+                last_loss, tps = mean.item(), w_tokens / max(now - w_start, 1e-9)
+                total_tokens += w_tokens
+                self._log({"step": st.step, "split": "train", "loss": last_loss,
+                           "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tps,
+                           "elapsed_s": now - start})
+                bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tps:,.0f}")
+                w_loss, w_batches, w_tokens, w_start = 0.0, 0, 0, now
 
-        if val_loader is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            val_result = evaluate(accelerator, model, val_loader, prior, units_per_token, unit)
-            log({"step": step, "split": "val", "loss": val_result.nats_per_token,
-                 f"bits_per_{unit}": val_result.bits_per_unit,
-                 "elapsed_s": time.perf_counter() - start})
-            logger.info("step %d: validation %.4f nats/token, %.4f bits/%s", step,
-                        val_result.nats_per_token, val_result.bits_per_unit, unit)
+            is_eval = st.step % cfg.eval_every == 0 or st.step == cfg.max_steps
+            if self.val_loader is not None and is_eval:
+                val = self.evaluate()
+                stopped_early = self._record_eval(val, time.perf_counter() - start)
+                if self.on_eval is not None and self.is_main:
+                    self.on_eval(st.step)
+            if st.step % (cfg.checkpoint_every or cfg.eval_every) == 0 or st.step == cfg.max_steps \
+                    or stopped_early:
+                self.save()
+            bar.update(1)
+            if stopped_early:
+                logger.info("early stopping at step %d: no improvement in %d evaluations "
+                            "(best %.4f nats/token)", st.step, cfg.early_stopping_patience,
+                            st.best_val_loss)
+                break
+        bar.close()
+        acc.wait_for_everyone()
+        if cfg.log_with:
+            acc.end_training()
+        seconds = time.perf_counter() - start
+        return TrainResult(st.step, last_loss, val, seconds, total_tokens / max(seconds, 1e-9),
+                           st.best_val_loss, stopped_early)
 
-        if (step % ckpt_every == 0 or step == cfg.max_steps) and is_main:
-            save_checkpoint(run_dir / "checkpoints", step, accelerator.unwrap_model(model),
-                            optimizer, scheduler,
-                            {"val": asdict(val_result) if val_result else None},
-                            keep=cfg.keep_checkpoints)
-        bar.update(1)
-    bar.close()
-    accelerator.wait_for_everyone()
-    seconds = time.perf_counter() - start
-    return TrainResult(cfg.max_steps, last_loss, val_result, seconds, total_tokens / seconds)
+    def _record_eval(self, val: EvalResult, elapsed: float) -> bool:
+        """Log a validation result; True when early stopping says stop."""
+        st, cfg = self.state, self.cfg
+        record = {"step": st.step, "split": "val", "loss": val.nats_per_token,
+                  f"bits_per_{val.unit}": val.bits_per_unit, "elapsed_s": elapsed}
+        self._log(record)
+        st.history.append({"step": st.step, "loss": val.nats_per_token,
+                           "bits_per_unit": val.bits_per_unit})
+        logger.info("step %d: validation %.4f nats/token, %.4f bits/%s", st.step,
+                    val.nats_per_token, val.bits_per_unit, val.unit)
+        if st.best_val_loss is None or val.nats_per_token < st.best_val_loss - cfg.early_stopping_min_delta:
+            st.best_val_loss, st.evals_without_improvement = val.nats_per_token, 0
+            return False
+        st.evals_without_improvement += 1
+        patience = cfg.early_stopping_patience
+        return patience is not None and st.evals_without_improvement >= patience
+
+    def _stop_on_nan(self, value: float) -> None:
+        previous = ck.list_checkpoints(self.ckpt_root)
+        last = f"the last good checkpoint is {previous[-1].path}" if previous else \
+            "no checkpoint was written yet"
+        raise TokarError(
+            f"training loss became {value} at step {self.state.step}; {last}. Lower train.lr, "
+            "enable train.grad_clip or use train.mixed_precision=no, then resume with "
+            f"`tokar train --resume {self.run_dir} train.lr=...`."
+        )

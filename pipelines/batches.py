@@ -1,0 +1,132 @@
+"""From tokenized splits to training and validation batches, in an order fixed by the seed alone.
+
+Training order is a fresh permutation per epoch drawn from (seed, epoch), never from the global
+RNG, so a run resumed at step s sees exactly the batches an uninterrupted run would, and every
+process of a multi-process run agrees on it: Accelerate then hands process i the batches i,
+i + P, i + 2P... of that order, which is why P processes with batch B train exactly like one
+process with batch P * B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipelines.data import TokenData
+from plugins.errors import DataError
+
+
+class Windows(Dataset):
+    """Windows of `seq_len` consecutive tokens of a stream (nanoGPT's random crops): every start
+    position for training, or the fixed `starts` for evaluation."""
+
+    def __init__(self, stream: np.ndarray, seq_len: int, starts: np.ndarray | None = None):
+        self.stream = torch.from_numpy(stream)
+        self.seq_len = seq_len
+        self.starts = starts
+
+    def __len__(self) -> int:
+        if self.starts is not None:
+            return len(self.starts)
+        return max(0, len(self.stream) - self.seq_len + 1)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        start = int(self.starts[i]) if self.starts is not None else i
+        return {"ids": self.stream[start : start + self.seq_len]}
+
+
+class Rows(Dataset):
+    """One fixed-length row of tokens per example (grids), with its class label if any."""
+
+    def __init__(self, data: TokenData, limit: int | None = None):
+        n = len(data) if limit is None else min(limit, len(data))
+        self.tokens = torch.from_numpy(data.tokens[:n])
+        self.labels = torch.from_numpy(data.labels[:n]) if data.labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {"ids": self.tokens[i]}
+        if self.labels is not None:
+            item["label"] = self.labels[i]
+        return item
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of range(n) that depends only on (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def train_dataset(data: TokenData, seq_len: int) -> Dataset:
+    ds = Windows(data.tokens, seq_len) if data.is_stream else Rows(data)
+    if len(ds) == 0:
+        raise DataError(
+            f"the training split has {data.n_tokens} tokens: too few for one training window of "
+            f"{seq_len}; use more data or a smaller train.seq_len / prior.block_size."
+        )
+    return ds
+
+
+def eval_dataset(data: TokenData, seq_len: int, batch_size: int, batches: int | None,
+                 num_processes: int = 1) -> Dataset:
+    """A fixed validation set, the same at every evaluation so that numbers compare, and the
+    same for any number of processes (`batches` counts global batches)."""
+    batch_size *= num_processes
+    if data.is_stream:
+        n_windows = max(0, len(data.tokens) - seq_len + 1)
+        if batches is None:  # non-overlapping windows covering the split
+            starts = np.arange(0, n_windows, seq_len)
+        else:  # evenly spread windows
+            starts = np.linspace(0, max(n_windows - 1, 0), num=min(n_windows, batches * batch_size))
+        return Windows(data.tokens, seq_len, starts.astype(np.int64))
+    return Rows(data, None if batches is None else batches * batch_size)
+
+
+def loader(ds: Dataset, batch_size: int, sampler: Sampler | None = None, workers: int = 0,
+           drop_last: bool = False) -> DataLoader:
+    # A private generator: creating an iterator then never draws from the global RNG, which
+    # would shift dropout masks between an interrupted and an uninterrupted run.
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(0))
+
+
+class TrainBatches:
+    """Training batches forever, epoch after epoch, starting after `consumed` batches."""
+
+    def __init__(self, accelerator: Accelerator, prepared: DataLoader, sampler: EpochSampler):
+        self.accelerator, self.loader, self.sampler = accelerator, prepared, sampler
+        if len(prepared) == 0:
+            raise DataError(
+                "not one full training batch per process: lower train.batch_size or use more data."
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def iterate(self, consumed: int) -> Iterator[dict[str, torch.Tensor]]:
+        epoch, offset = divmod(consumed, self.batches_per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch)
+            batches = (self.accelerator.skip_first_batches(self.loader, offset) if offset
+                       else self.loader)
+            yield from batches
+            epoch, offset = epoch + 1, 0
