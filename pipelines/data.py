@@ -39,6 +39,7 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share held out for validation")
     seed: int = Field(0, description="seed of the train/validation split")
+    num_proc: int | None = Field(None, ge=1, description="processes that tokenize in parallel")
 
 
 class Source(ABC):
@@ -114,6 +115,9 @@ class HFConfig(SourceConfig):
     column: str = Field("text", description="the column holding the examples")
     label_column: str | None = Field(None, description="integer class labels, for conditioning")
     from_disk: bool = False
+    streaming: bool = Field(False, description="read the training split lazily (larger than memory)")
+    val_examples: int = Field(1000, ge=1, description="streaming: examples held out for validation")
+    shuffle_buffer: int = Field(10_000, ge=1, description="streaming: examples in the shuffle buffer")
 
 
 class HFSource(Source):
@@ -124,6 +128,8 @@ class HFSource(Source):
 
     def load(self) -> datasets.DatasetDict:
         c = self.config
+        if c.streaming:
+            return self._load_streaming()
         train = self._load_split(c.split)
         if c.validation_split is not None:
             splits = datasets.DatasetDict(train=train, validation=self._load_split(c.validation_split))
@@ -131,7 +137,25 @@ class HFSource(Source):
             splits = self._split(train)
         return datasets.DatasetDict({k: self._select_columns(v) for k, v in splits.items()})
 
-    def _load_split(self, split: str) -> datasets.Dataset:
+    def _load_streaming(self) -> datasets.DatasetDict:
+        """Train: a lazy IterableDataset. Validation: `val_examples` examples, materialised,
+        from `validation_split` or else from the head of the training stream (then skipped)."""
+        c = self.config
+        if c.from_disk:
+            raise DataError("hf source: streaming reads builders and hub ids, not from_disk folders; "
+                            "set data.streaming=false.")
+        train = self._select_columns(self._load_split(c.split, streaming=True))
+        if c.validation_split is not None:
+            held_out = self._select_columns(self._load_split(c.validation_split, streaming=True))
+        else:
+            held_out, train = train.take(c.val_examples), train.skip(c.val_examples)
+        rows = list(held_out.take(c.val_examples))
+        features = train.features
+        validation = (datasets.Dataset.from_list(rows, features=features) if features
+                      else datasets.Dataset.from_list(rows))
+        return {"train": train, "validation": validation}
+
+    def _load_split(self, split: str, streaming: bool = False):
         c = self.config
         try:
             if c.from_disk:
@@ -145,7 +169,8 @@ class HFSource(Source):
                     loaded = loaded[split]
                 return loaded
             return datasets.load_dataset(
-                c.path, c.name, data_files=c.data_files, data_dir=c.data_dir, split=split
+                c.path, c.name, data_files=c.data_files, data_dir=c.data_dir, split=split,
+                streaming=streaming,
             )
         except DataError:
             raise
@@ -157,16 +182,19 @@ class HFSource(Source):
                 "data.path / data.data_files; offline, hub ids work only if already cached."
             ) from exc
 
-    def _select_columns(self, ds: datasets.Dataset) -> datasets.Dataset:
+    def _select_columns(self, ds):
         c = self.config
         wanted = {c.column: "example"}
         if c.label_column:
             wanted[c.label_column] = "label"
+        columns = ds.column_names
+        if columns is None:  # a stream that does not know its columns yet: peek at one example
+            columns = list(next(iter(ds.take(1)), {}).keys())
         for column in wanted:
-            if column not in ds.column_names:
+            if column not in columns:
                 raise DataError(
                     f"hf source: column '{column}' not found; the data set has columns "
-                    f"{ds.column_names}.{did_you_mean(column, ds.column_names)} Set data.column "
+                    f"{columns}.{did_you_mean(column, columns)} Set data.column "
                     "(and data.label_column)."
                 )
         ds = ds.select_columns(list(wanted))
@@ -213,14 +241,25 @@ class TokenData:
         return len(self.tokens)
 
 
-def tokenize(splits: datasets.DatasetDict, tokenizer: Tokenizer) -> dict[str, TokenData]:
-    """Encode every split with `tokenizer`, reusing the on-disk cache when the key matches."""
+def tokenize(splits: datasets.DatasetDict, tokenizer: Tokenizer, num_proc: int | None = None,
+             shuffle_buffer: int = 10_000) -> dict[str, Any]:
+    """Encode every split with `tokenizer`, reusing the on-disk cache when the key matches.
+    A streamed split (an IterableDataset) becomes a TokenStream, encoded lazily while training."""
+    from pipelines.streaming import TokenStream
+
     root = cache_dir() / "tokenized"
     root.mkdir(parents=True, exist_ok=True)
-    return {name: _tokenize_split(ds, name, tokenizer, root) for name, ds in splits.items()}
+    out: dict[str, Any] = {}
+    for name, ds in splits.items():
+        if isinstance(ds, datasets.IterableDataset):
+            out[name] = TokenStream(ds, tokenizer, tokenizer.layout, shuffle_buffer)
+        else:
+            out[name] = _tokenize_split(ds, name, tokenizer, root, num_proc)
+    return out
 
 
-def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root: Path) -> TokenData:
+def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root: Path,
+                    num_proc: int | None = None) -> TokenData:
     layout = tokenizer.layout
     if len(ds) == 0:
         empty = np.zeros((0,) if layout.kind == "seq" else (0, layout.length), dtype=np.int64)
@@ -242,6 +281,7 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
         cache_file_name=str(root / f"{key}.arrow"),
         new_fingerprint=key,
         load_from_cache_file=True,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= num_proc else None,
         desc=f"tokenizing {split}",
     )
     table = mapped.data

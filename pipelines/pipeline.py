@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -114,10 +115,10 @@ class Pipeline:
         with ps.main_process_first():  # the main process fits, saves and fills the cache first
             if not self.tokenizer.is_fitted:
                 logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
-                self.tokenizer.fit(splits["train"]["example"])
+                self.tokenizer.fit(_fit_examples(splits["train"]))
             if ps.is_main_process:
                 write_atomically(self.run_dir / "tokenizer", self.tokenizer.save)
-            tokens = data_lib.tokenize(splits, self.tokenizer)
+            tokens = self._tokenize(splits)
         self._prior = self.build_prior()
         self._check_labels(tokens["train"])
         return self._run(tokens, None, progress)
@@ -144,7 +145,7 @@ class Pipeline:
         splits = pipe._load_splits()
         ps = process_state()
         with ps.main_process_first():
-            tokens = data_lib.tokenize(splits, pipe.tokenizer)
+            tokens = pipe._tokenize(splits)
         pipe._prior = pipe.build_prior()
         pipe._check_labels(tokens["train"])
         ckpts = list_checkpoints(run_dir / "checkpoints")
@@ -193,9 +194,15 @@ class Pipeline:
 
     def _load_splits(self):
         splits = self.recipe.data.cls(self.recipe.data.config).load()
-        if len(splits["train"]) == 0:
+        train = splits["train"]
+        if not isinstance(train, datasets.IterableDataset) and len(train) == 0:
             raise DataError(f"data source '{self.recipe.data.name}' gave an empty training split.")
         return splits
+
+    def _tokenize(self, splits) -> dict[str, Any]:
+        config = self.recipe.data.config
+        return data_lib.tokenize(splits, self.tokenizer, getattr(config, "num_proc", None),
+                                 getattr(config, "shuffle_buffer", 10_000))
 
     def _claim_run_dir(self, run_dir: str | Path | None, ps: PartialState) -> Path:
         if run_dir is None:
@@ -223,8 +230,8 @@ class Pipeline:
 
     def _check_labels(self, split: data_lib.TokenData) -> None:
         n_classes = self._prior.num_classes
-        if not n_classes:
-            return
+        if not n_classes or not isinstance(split, data_lib.TokenData):
+            return  # a stream's labels are checked as they arrive, by the embedding lookup
         if split.labels is None:
             raise DataError(
                 f"prior.n_classes={n_classes} asks for class conditioning, but the data has no "
@@ -336,6 +343,16 @@ class Pipeline:
             load_checkpoint(ckpts[-1], prior)
             prior.eval()
         return cls(recipe, tokenizer, prior, run_dir)
+
+
+FIT_EXAMPLES = 10_000  # how much of a streamed training split fits a tokenizer
+
+
+def _fit_examples(train) -> Any:
+    """The examples a tokenizer fits on: all of them, or the head of a stream."""
+    if isinstance(train, datasets.IterableDataset):
+        return (row["example"] for row in train.take(FIT_EXAMPLES))
+    return train["example"]
 
 
 RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",

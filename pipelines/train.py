@@ -39,6 +39,7 @@ from pipelines import batches as B
 from pipelines import checkpoint as ck
 from pipelines.data import TokenData
 from pipelines.recipe import TrainConfig
+from pipelines.streaming import StreamBatches, TokenStream
 from plugins.errors import CheckpointError, DataError, TokarError
 from priors.base import Prior, token_nll
 
@@ -140,7 +141,7 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, prior: Prior, train_data: TokenData, val_data: TokenData | None,
+    def __init__(self, prior: Prior, train_data: TokenData | TokenStream, val_data: TokenData | None,
                  cfg: TrainConfig, run_dir: Path, unit: str, accelerator: Accelerator,
                  progress: bool = True, on_eval: Callable[[int], None] | None = None):
         self.prior, self.cfg, self.run_dir, self.unit = prior, cfg, Path(run_dir), unit
@@ -154,10 +155,18 @@ class Trainer:
         if prior.max_length is not None and seq_len and seq_len > prior.max_length:
             raise DataError(f"train.seq_len={seq_len} exceeds the prior's block_size {prior.max_length}.")
 
-        train_ds = B.train_dataset(train_data, seq_len)
-        self.sampler = B.EpochSampler(len(train_ds), cfg.seed)
-        train_loader = B.loader(train_ds, cfg.batch_size, self.sampler, cfg.num_workers,
-                                drop_last=len(train_ds) >= cfg.batch_size * accelerator.num_processes)
+        train_loader = None
+        if isinstance(train_data, TokenStream):
+            if cfg.num_workers:
+                raise DataError("streamed data is read in the training process: set train.num_workers=0.")
+            self.batches = StreamBatches(train_data, seq_len, cfg.batch_size, cfg.seed,
+                                         accelerator.process_index, accelerator.num_processes,
+                                         accelerator.device)
+        else:
+            train_ds = B.train_dataset(train_data, seq_len)
+            self.sampler = B.EpochSampler(len(train_ds), cfg.seed)
+            train_loader = B.loader(train_ds, cfg.batch_size, self.sampler, cfg.num_workers,
+                                    drop_last=len(train_ds) >= cfg.batch_size * accelerator.num_processes)
         val_loader = None
         if val_data is not None and len(val_data):
             val_ds = B.eval_dataset(val_data, seq_len, cfg.batch_size, cfg.eval_batches,
@@ -172,8 +181,9 @@ class Trainer:
         # Counted in optimizer steps and stepped by hand: independent of the number of processes.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         model = torch.compile(prior) if cfg.compile else prior
-        self.model, self.optimizer, prepared = accelerator.prepare(model, self.optimizer, train_loader)
-        self.batches = B.TrainBatches(accelerator, prepared, self.sampler)
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        if train_loader is not None:
+            self.batches = B.TrainBatches(accelerator, accelerator.prepare(train_loader), self.sampler)
         self.val_loader = accelerator.prepare(val_loader) if val_loader is not None else None
         self.state = TrainState()
         self._resumed: ck.Checkpoint | None = None
