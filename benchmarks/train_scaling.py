@@ -57,12 +57,13 @@ def main() -> None:
             "2_processes_1_thread_each": run("p2", tmp, args.steps, torchrun, one_thread),
             "1_process_2_threads_compiled": run("p1c", tmp, args.steps, py, env, "train.compile=true"),
         }
+    two, one = r["2_processes_1_thread_each"], r["1_process_2_threads"]
     emit({
         "benchmark": "train_scaling", "recipe": RECIPE, "steps": args.steps,
         "tokens_per_second": r,
-        "scaling_efficiency_2_processes": r["2_processes_1_thread_each"] / (2 * r["1_process_1_thread"]),
-        "speedup_2_processes_over_1_process_2_threads": r["2_processes_1_thread_each"] / r["1_process_2_threads"],
-        "speedup_compile": r["1_process_2_threads_compiled"] / r["1_process_2_threads"],
+        "scaling_efficiency_2_processes": two / (2 * r["1_process_1_thread"]),
+        "speedup_2_processes_over_1_process_2_threads": two / one,
+        "speedup_compile": r["1_process_2_threads_compiled"] / one,
     })
 
 

@@ -248,8 +248,8 @@ def test_observability_metrics_samples_tensorboard_and_plot(tmp_path, capsys):
 
 
 def test_weight_decay_skips_biases_norms_and_embeddings():
-    from priors import GPT, GPTConfig
     from pipelines.train import param_groups
+    from priors import GPT, GPTConfig
     from tokenizers_ar import Layout
 
     gpt = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, bias=True), 5, Layout.seq())
@@ -272,3 +272,9 @@ def test_torch_compile_opt_in_matches_eager(tmp_path):
     compiled.train(tmp_path / "compiled", progress=False)
     assert_same_weights(tmp_path / "compiled", tmp_path / "eager", atol=1e-4)
     assert Pipeline.load(tmp_path / "compiled").sample(1)  # saved and loads like any run
+
+
+def test_dataloader_workers_do_not_change_the_result(straight, tmp_path):
+    """The batch order is decided in the main process (EpochSampler), so workers only fetch."""
+    Pipeline.from_recipe(recipe(num_workers=2)).train(tmp_path / "run", progress=False)
+    assert_same_weights(tmp_path / "run", straight)
