@@ -68,7 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, help="number of samples (default: the recipe's sample.n)")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float, help="nucleus sampling: smallest set with this mass")
+    p.add_argument("--min-p", type=float, help="drop tokens below P x the most likely one")
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--greedy", action="store_true", help="always the most likely token")
+    p.add_argument("--beam-size", type=int, help="beam search with this many beams")
+    p.add_argument("--length-penalty", type=float, help="beam scores / length**this (default 1)")
     p.add_argument("--max-new-tokens", type=int, help="length of text samples")
+    p.add_argument("--prompt", help="text to continue")
+    p.add_argument("--stop", action="append", help="a one-token string that ends a sample "
+                   "(repeatable)")
+    p.add_argument("--draft", metavar="DRAFT_RUN_DIR", help="speculative decoding with this "
+                   "smaller run (same tokenizer) as the draft")
+    p.add_argument("--draft-tokens", type=int, help="tokens per draft (default 4)")
     p.add_argument("--seed", type=int)
     p.add_argument("--class", dest="label", type=int, help="class label for conditional priors")
     p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
@@ -125,8 +137,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pipelines.samples import write_samples
 
     pipe = Pipeline.load(args.run_dir)
-    samples = pipe.sample(args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_k=args.top_k, seed=args.seed, cond=args.label)
+    decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                    repetition_penalty=args.repetition_penalty, greedy=args.greedy or None,
+                    num_beams=args.beam_size, length_penalty=args.length_penalty,
+                    stop=args.stop, num_draft_tokens=args.draft_tokens)
+    n = args.n if args.n is not None else (1 if args.draft else None)
+    result = pipe.generate(n, seed=args.seed, cond=args.label, prompt=args.prompt,
+                           draft=args.draft, **decoding)
+    samples = pipe.decode(result, prompt=args.prompt)
+    if result.acceptance_rate is not None:
+        print(f"speculative decoding: {result.accepted}/{result.proposed} draft tokens accepted "
+              f"({result.acceptance_rate:.1%})", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
     for path in write_samples(samples, out, pipe.grid_columns(args.label)):
         print(path)

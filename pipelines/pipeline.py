@@ -26,6 +26,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from PIL import Image
+from pydantic import ValidationError
 
 from pipelines import data as data_lib
 from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
@@ -35,7 +36,7 @@ from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process
 from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError
 from plugins.registry import Registries
 from priors.base import Prior, token_nll
-from priors.sampling import build_processors, generate
+from priors.sampling import DecodeConfig, Generation, generate
 from tokenizers_ar.base import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -248,33 +249,84 @@ class Pipeline:
         """One column per class when samples cycle through the classes (a row shows each)."""
         return self.prior.num_classes if self.prior.num_classes and cond is None else None
 
-    def sample(self, n: int | None = None, *, max_new_tokens: int | None = None,
-               temperature: float | None = None, top_k: int | None = None,
-               seed: int | None = None, cond: int | list[int] | None = None) -> list[Any]:
-        """Draw `n` samples and decode them to data (str, PIL image...)."""
+    def generate(self, n: int | None = None, *, cond: int | list[int] | None = None,
+                 prompt: str | None = None, draft: Pipeline | str | Path | None = None,
+                 seed: int | None = None, **decoding: Any) -> Generation:
+        """Sample token ids: `decoding` overrides the recipe's `sample:` settings (temperature,
+        top_k, top_p, min_p, repetition_penalty, greedy, num_beams, length_penalty,
+        max_new_tokens, stop, num_draft_tokens). `draft`: a pipeline (or run directory) with
+        the same tokenizer for speculative decoding. The prompt's ids are not in the result."""
         s = self.recipe.sample
-        n = n or s.n
+        settings = {**s.model_dump(), **{k: v for k, v in decoding.items() if v is not None}}
+        n = n or settings.pop("n")
+        seed = s.seed if seed is None else seed
+        prompt = prompt if prompt is not None else settings.pop("prompt", None)
+        stop = settings.pop("stop", [])
+        for key in ("n", "seed", "prompt"):
+            settings.pop(key, None)
         prior = self.prior
-        length = self.tokenizer.layout.length or (max_new_tokens or s.max_new_tokens)
-        labels = None
-        if prior.num_classes:
-            if cond is None:  # one of each class, in turn
-                cond = [i % prior.num_classes for i in range(n)]
-            labels = torch.as_tensor([cond] * n if isinstance(cond, int) else cond).long()
-            if labels.numel() != n or labels.min() < 0 or labels.max() >= prior.num_classes:
-                raise TokarError(f"class labels must be {n} values in [0, {prior.num_classes}).")
-        elif cond is not None:
-            raise TokarError("this prior is unconditional (n_classes=0): it takes no class label.")
         device = next(prior.parameters()).device
-        gen = torch.Generator().manual_seed(s.seed if seed is None else seed)
-        processors = build_processors(temperature or s.temperature,
-                                      top_k if top_k is not None else s.top_k)
-        ids = generate(prior, n, length, processors=processors,
-                       cond=labels.to(device) if labels is not None else None, generator=gen)
+        layout = self.tokenizer.layout
+        prompt_ids = None
+        if prompt:
+            if layout.kind != "seq":
+                raise TokarError("--prompt continues text; this run models fixed-size grids.")
+            prompt_ids = self.tokenizer.encode(prompt).reshape(1, -1).repeat(n, 1).to(device)
+        if layout.kind == "grid":
+            settings["max_new_tokens"] = layout.length
+        settings["stop_tokens"] = [*settings.get("stop_tokens", []), *self._stop_ids(stop)]
+        try:
+            config = DecodeConfig(**settings)
+        except ValidationError as exc:
+            raise TokarError(f"invalid decoding settings: {exc.errors()[0]['loc'][0]}: "
+                             f"{exc.errors()[0]['msg']}") from exc
+        draft_prior = None
+        if draft is not None:
+            draft_pipe = draft if isinstance(draft, Pipeline) else Pipeline.load(draft)
+            if draft_pipe.tokenizer.fingerprint() != self.tokenizer.fingerprint():
+                raise TokarError("the draft run uses a different tokenizer: speculative decoding "
+                                 "needs the very same token ids (train both on the same data).")
+            draft_prior = draft_pipe.prior.to(device)
+        labels = self._labels(n, cond)
+        gen = torch.Generator().manual_seed(seed)
+        return generate(prior, n, config, cond=labels.to(device) if labels is not None else None,
+                        prompt=prompt_ids, generator=gen, draft=draft_prior)
+
+    def sample(self, n: int | None = None, **kwargs: Any) -> list[Any]:
+        """Draw samples and decode them to data (str, PIL image...). Takes the arguments of
+        `generate`; text samples include their prompt."""
+        return self.decode(self.generate(n, **kwargs), kwargs.get("prompt"))
+
+    def decode(self, result: Generation, prompt: str | None = None) -> list[Any]:
+        """Generated ids -> data; text samples start with their prompt."""
+        prompt = prompt if prompt is not None else (self.recipe.sample.prompt or "")
         layout = self.tokenizer.layout
         if layout.kind == "grid":
-            ids = ids.view(n, *layout.shape)
-        return self.tokenizer.decode_batch(ids.cpu())
+            return self.tokenizer.decode_batch(result.tokens.view(-1, *layout.shape).cpu())
+        return [prompt + self.tokenizer.decode(ids.cpu()) for ids in result.sequences()]
+
+    def _labels(self, n: int, cond: int | list[int] | None) -> torch.Tensor | None:
+        classes = self.prior.num_classes
+        if not classes:
+            if cond is not None:
+                raise TokarError("this prior is unconditional (n_classes=0): it takes no class label.")
+            return None
+        if cond is None:  # one of each class, in turn
+            cond = [i % classes for i in range(n)]
+        labels = torch.as_tensor([cond] * n if isinstance(cond, int) else cond).long()
+        if labels.numel() != n or labels.min() < 0 or labels.max() >= classes:
+            raise TokarError(f"class labels must be {n} values in [0, {classes}).")
+        return labels
+
+    def _stop_ids(self, stop: list[str]) -> list[int]:
+        ids = []
+        for text in stop:
+            encoded = self.tokenizer.encode(text).reshape(-1)
+            if encoded.numel() != 1:
+                raise TokarError(f"stop string {text!r} is {encoded.numel()} tokens; a stop string "
+                                 "must be exactly one token of this tokenizer.")
+            ids.append(int(encoded[0]))
+        return ids
 
     @torch.no_grad()
     def score(self, examples: list[Any] | None = None, batch_size: int = 64) -> Score:

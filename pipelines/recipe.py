@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from plugins.errors import RecipeError, RegistryError, did_you_mean
 from plugins.registry import Registries
+from priors.sampling import DecodeConfig
 
 SECTIONS = ("data_dir", "data", "tokenizer", "prior", "train", "sample")
 _VAR = re.compile(r"\$\{([^}]*)\}")
@@ -66,13 +67,13 @@ class TrainConfig(BaseModel):
         return self
 
 
-class SampleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SampleConfig(DecodeConfig):
+    """Defaults of `tokar sample` / Pipeline.sample: a DecodeConfig plus what to sample."""
+
     n: int = Field(16, ge=1)
-    max_new_tokens: int = Field(256, ge=1, description="length of text samples (grids are fixed)")
-    temperature: float = Field(1.0, gt=0)
-    top_k: int | None = Field(None, ge=1)
     seed: int = 0
+    prompt: str | None = Field(None, description="text to continue (text runs)")
+    stop: list[str] = Field(default_factory=list, description="strings of one token that end a sample")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from priors.base import Prior, PriorConfig, StepOutput
 from priors.gpt import GPT, GPTConfig
-from priors.sampling import generate
+from priors.sampling import DecodeConfig, Generation, generate
 
-__all__ = ["GPT", "GPTConfig", "Prior", "PriorConfig", "StepOutput", "generate"]
+__all__ = ["GPT", "DecodeConfig", "GPTConfig", "Generation", "Prior", "PriorConfig", "StepOutput",
+           "generate"]

@@ -97,6 +97,21 @@ class Prior(nn.Module, ABC):
         """Append ids (B, k): logits (B, k, V) of the token after each, and the new state.
         The state may be updated in place; always use the one returned."""
 
+    def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
+        """Select rows of a decoding state, `index` (B,) into the batch (beam search)."""
+        raise NotImplementedError(
+            f"prior '{self.name}' cannot reorder its decoding state, so beam search is not "
+            "available for it (implement Prior.reorder_state)."
+        )
+
+    def rewind(self, state: Any, n: int) -> Any:
+        """Forget the last `n` tokens fed to `state` (speculative decoding drops rejected
+        drafts this way)."""
+        raise NotImplementedError(
+            f"prior '{self.name}' cannot rewind its decoding state, so it cannot take part in "
+            "speculative decoding (implement Prior.rewind)."
+        )
+
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood of each sequence in nats, (B,)."""

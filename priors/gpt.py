@@ -204,8 +204,8 @@ class GPT(Prior):
 
     def step(self, state: KVCache, ids: torch.Tensor) -> StepOutput:
         k = ids.size(1)
-        # History beyond one window is never needed again.
-        state.tokens = torch.cat([state.tokens, ids], dim=1)[:, -self.config.block_size :]
+        # History beyond two windows is never needed again (one for rewinds after a slide).
+        state.tokens = torch.cat([state.tokens, ids], dim=1)[:, -2 * self.config.block_size :]
         if state.pos + k <= self.config.block_size:
             return StepOutput(self._run(self.wte(ids), state), state)
         # Slide the window: rebuild the cache from the start token and the newest tokens.
@@ -215,8 +215,32 @@ class GPT(Prior):
                 f"cannot feed {k} tokens at once: at most block_size - 1 = "
                 f"{self.config.block_size - 1} fit next to the start token"
             )
-        B = ids.size(0)
-        state.pos = 0
-        x = torch.cat([self._start_embedding(B, state.cond), self.wte(state.tokens[:, -keep:])], 1)
-        logits = self._run(x, state)
+        logits = self._refill(state, keep)
         return StepOutput(logits[:, -k:], state)
+
+    def _refill(self, state: KVCache, keep: int) -> torch.Tensor:
+        """Rebuild the cache from the start token and the newest `keep` tokens of the history."""
+        state.pos = 0
+        tokens = state.tokens[:, state.tokens.size(1) - keep :]
+        x = torch.cat([self._start_embedding(tokens.size(0), state.cond), self.wte(tokens)], 1)
+        return self._run(x, state)
+
+    def reorder_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
+        state.k = state.k.index_select(1, index)
+        state.v = state.v.index_select(1, index)
+        state.tokens = state.tokens.index_select(0, index)
+        state.cond = state.cond.index_select(0, index) if state.cond is not None else None
+        return state
+
+    def rewind(self, state: KVCache, n: int) -> KVCache:
+        if n <= 0:
+            return state
+        if n > state.tokens.size(1):
+            raise ValueError(f"cannot rewind {n} tokens: the state has seen {state.tokens.size(1)}")
+        in_window = state.pos - 1  # tokens after the start token in the cache
+        state.tokens = state.tokens[:, :-n]
+        if n <= in_window:  # the cache keeps its prefix; later entries get overwritten
+            state.pos -= n
+        else:  # the window slid past them: rebuild from the history
+            self._refill(state, min(state.tokens.size(1), self.config.block_size - 1))
+        return state

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from priors.base import Prior
-from priors.sampling import generate
+from priors.sampling import DecodeConfig, generate
 from tokenizers_ar.base import Layout
 
 VOCAB = 7
@@ -118,7 +118,8 @@ class PriorContract:
             torch.testing.assert_close(again(ids, cond), prior(ids, cond), atol=0, rtol=0)
 
         def draw():
-            return generate(prior, 3, LENGTH, cond=cond, generator=torch.Generator().manual_seed(5))
+            return generate(prior, 3, DecodeConfig(max_new_tokens=LENGTH), cond=cond,
+                            generator=torch.Generator().manual_seed(5)).tokens
 
         first, second = draw(), draw()
         assert torch.equal(first, second)

@@ -8,6 +8,7 @@ import torch
 
 from plugins.errors import LayoutError
 from priors import GPT, GPTConfig, generate
+from priors.sampling import DecodeConfig
 from tokenizers_ar import Layout
 
 
@@ -31,7 +32,8 @@ def test_window_slides_past_block_size_and_matches_a_fresh_pass():
 
 
 def test_generation_longer_than_the_context():
-    out = generate(small(), 3, 50, generator=torch.Generator().manual_seed(0))
+    out = generate(small(), 3, DecodeConfig(max_new_tokens=50),
+                   generator=torch.Generator().manual_seed(0)).tokens
     assert out.shape == (3, 50)
 
 
