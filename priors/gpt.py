@@ -10,9 +10,12 @@ Two choices differ from nanoGPT, both so that likelihoods are exact and sampling
   later position sees the class through attention.
 
 Incremental decoding keeps a preallocated key/value cache per layer: the prompt goes through in
-one parallel pass, then each step costs one position. Past `block_size`, the window slides: the
-cache is rebuilt from the start token and the newest block_size // 2 tokens, so positions stay
-those seen in training and the rebuild cost is paid once every block_size // 2 tokens.
+one parallel pass, then each step costs one position. Past `block_size`, the window slides: when
+it is full, the cache is rebuilt from the start token and the newest (block_size - 1) // 2
+tokens, so positions stay those seen in training and the rebuild is paid once every half window.
+Slides happen at token counts fixed in advance, so the logits do not depend on how the tokens
+were fed (one by one, a prompt at once, drafts in speculative decoding), and `rewind` can
+restore exactly the window a shorter history implies.
 Not here: dropout on attention weights at inference, rotary positions, grouped-query attention.
 """
 
@@ -99,9 +102,9 @@ class KVCache:
     k: torch.Tensor  # (n_layer, B, nh, block_size, hs)
     v: torch.Tensor
     pos: int
-    tokens: torch.Tensor  # (B, n) every token fed so far, to rebuild the window past block_size
+    tokens: torch.Tensor  # (B, n) the newest tokens fed, to rebuild the window when it slides
     cond: torch.Tensor | None
-    _new: int = 0  # positions being written by the current pass
+    seen: int = 0  # tokens fed since the start
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         T = k.size(2)
@@ -203,20 +206,31 @@ class GPT(Prior):
         return StepOutput(logits[:, -1], cache)
 
     def step(self, state: KVCache, ids: torch.Tensor) -> StepOutput:
-        k = ids.size(1)
-        # History beyond two windows is never needed again (one for rewinds after a slide).
-        state.tokens = torch.cat([state.tokens, ids], dim=1)[:, -2 * self.config.block_size :]
-        if state.pos + k <= self.config.block_size:
-            return StepOutput(self._run(self.wte(ids), state), state)
-        # Slide the window: rebuild the cache from the start token and the newest tokens.
-        keep = max(k, (self.config.block_size - 1) // 2)
-        if keep > self.config.block_size - 1:
-            raise LayoutError(
-                f"cannot feed {k} tokens at once: at most block_size - 1 = "
-                f"{self.config.block_size - 1} fit next to the start token"
-            )
-        logits = self._refill(state, keep)
-        return StepOutput(logits[:, -k:], state)
+        B = self.config.block_size
+        outs, i, k = [], 0, ids.size(1)
+        while i < k:
+            if state.pos == B:  # the window is full: slide it before the next token
+                self._refill(state, self._keep)
+            take = min(B - state.pos, k - i)
+            chunk = ids[:, i : i + take]
+            outs.append(self._run(self.wte(chunk), state))
+            # History beyond two windows is never needed again (one for rewinds after a slide).
+            state.tokens = torch.cat([state.tokens, chunk], dim=1)[:, -2 * B :]
+            state.seen += take
+            i += take
+        return StepOutput(torch.cat(outs, dim=1), state)
+
+    @property
+    def _keep(self) -> int:
+        """Tokens kept when the window slides."""
+        return (self.config.block_size - 1) // 2
+
+    def _window_start(self, seen: int) -> int:
+        """Index of the oldest token in the window after `seen` tokens. A function of `seen`
+        alone: slides happen at the same places whether tokens come one by one or in chunks."""
+        B = self.config.block_size
+        period = B - 1 - self._keep  # tokens between two slides
+        return 0 if seen <= B - 1 else ((seen - B) // period + 1) * period
 
     def _refill(self, state: KVCache, keep: int) -> torch.Tensor:
         """Rebuild the cache from the start token and the newest `keep` tokens of the history."""
@@ -235,12 +249,16 @@ class GPT(Prior):
     def rewind(self, state: KVCache, n: int) -> KVCache:
         if n <= 0:
             return state
-        if n > state.tokens.size(1):
-            raise ValueError(f"cannot rewind {n} tokens: the state has seen {state.tokens.size(1)}")
-        in_window = state.pos - 1  # tokens after the start token in the cache
-        state.tokens = state.tokens[:, :-n]
-        if n <= in_window:  # the cache keeps its prefix; later entries get overwritten
-            state.pos -= n
-        else:  # the window slid past them: rebuild from the history
-            self._refill(state, min(state.tokens.size(1), self.config.block_size - 1))
+        if n >= self.config.block_size or n > state.tokens.size(1):
+            raise ValueError(f"cannot rewind {n} tokens (at most block_size - 1, and only tokens "
+                             "this state has seen)")
+        seen = state.seen - n
+        current = state.seen - (state.pos - 1)
+        state.tokens = state.tokens[:, : state.tokens.size(1) - n]
+        state.seen = seen
+        start = self._window_start(seen)
+        if start == current:  # same window: later cache entries are simply overwritten
+            state.pos = 1 + seen - start
+        else:  # a slide happened in the rewound part: rebuild the window `seen` tokens imply
+            self._refill(state, seen - start)
         return state

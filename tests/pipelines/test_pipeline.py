@@ -193,3 +193,31 @@ def test_existing_run_is_never_overwritten(char_run):
 def test_recipe_errors_surface_before_any_work(tmp_path):
     with pytest.raises(RecipeError):
         Pipeline.from_recipe(DEBUG_CHAR, ["tokenizer.name=pixel"])  # text source, image tokenizer
+
+
+def test_sample_cli_decoding_flags(char_run, tmp_path, capsys):
+    out = tmp_path / "s.txt"
+    assert main(["sample", str(char_run), "-n", "2", "--prompt", "ROMEO:", "--greedy",
+                 "--max-new-tokens", "30", "--out", str(out)]) == 0
+    texts = out.read_text()[:-1].split("\n\n----------\n\n")  # the writer ends with "\n"
+    assert len(texts) == 2 and texts[0] == texts[1] and texts[0].startswith("ROMEO:")
+    for flags in (["--top-p", "0.9", "--min-p", "0.05", "--repetition-penalty", "1.3"],
+                  ["--beam-size", "3", "--length-penalty", "0.5"]):
+        assert main(["sample", str(char_run), "-n", "2", "--max-new-tokens", "12", *flags,
+                     "--out", str(out)]) == 0
+    assert main(["sample", str(char_run), "--max-new-tokens", "40", "--stop", "\n",
+                 "--prompt", "A", "--out", str(out)]) == 0
+    sample = out.read_text()[:-1]
+    assert sample.startswith("A") and "\n" not in sample[:-1]  # nothing after the stop token
+    capsys.readouterr()
+    # the run itself as draft: every draft token is accepted
+    assert main(["sample", str(char_run), "--draft", str(char_run), "--max-new-tokens", "30",
+                 "--out", str(out)]) == 0
+    assert "draft tokens accepted (100.0%)" in capsys.readouterr().err
+    assert main(["sample", str(char_run), "--stop", "ab", "--out", str(out)]) == 2
+    assert "must be exactly one token" in capsys.readouterr().err
+
+
+def test_speculative_needs_the_same_tokenizer(char_run, pixel_run, capsys):
+    assert main(["sample", str(char_run), "--draft", str(pixel_run)]) == 2
+    assert "different tokenizer" in capsys.readouterr().err

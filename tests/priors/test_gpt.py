@@ -37,11 +37,18 @@ def test_generation_longer_than_the_context():
     assert out.shape == (3, 50)
 
 
-def test_chunk_longer_than_the_window_is_an_error():
+@pytest.mark.parametrize("chunk", [1, 3, 7, 8, 25])
+def test_logits_do_not_depend_on_how_tokens_are_fed(chunk):
+    """Slides happen at fixed token counts, so any chunking gives token-by-token logits."""
     gpt = small()
-    _, state = gpt.init_state(1)
-    with pytest.raises(LayoutError, match="at most block_size - 1 = 7"):
-        gpt.step(state, torch.zeros(1, 9, dtype=torch.long))
+    ids = torch.randint(0, 5, (2, 25), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, state = gpt.init_state(2)
+        one_by_one = torch.cat([gpt.step(state, ids[:, t : t + 1]).logits for t in range(25)], 1)
+        _, state = gpt.init_state(2)
+        chunked = torch.cat([gpt.step(state, ids[:, s : s + chunk]).logits
+                             for s in range(0, 25, chunk)], 1)
+    torch.testing.assert_close(chunked, one_by_one, atol=1e-5, rtol=1e-5)
     with pytest.raises(LayoutError, match="longer than block_size 8"):
         gpt(torch.zeros(1, 9, dtype=torch.long))
 
