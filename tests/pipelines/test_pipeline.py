@@ -205,7 +205,7 @@ def test_sample_cli_decoding_flags(char_run, tmp_path, capsys):
                   ["--beam-size", "3", "--length-penalty", "0.5"]):
         assert main(["sample", str(char_run), "-n", "2", "--max-new-tokens", "12", *flags,
                      "--out", str(out)]) == 0
-    assert main(["sample", str(char_run), "--max-new-tokens", "40", "--stop", "\n",
+    assert main(["sample", str(char_run), "-n", "1", "--max-new-tokens", "40", "--stop", "\n",
                  "--prompt", "A", "--out", str(out)]) == 0
     sample = out.read_text()[:-1]
     assert sample.startswith("A") and "\n" not in sample[:-1]  # nothing after the stop token
