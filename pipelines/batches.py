@@ -75,7 +75,7 @@ class EpochSampler(Sampler[int]):
 
 
 def train_dataset(data: TokenData, seq_len: int) -> Dataset:
-    ds = Windows(data.tokens, seq_len) if data.is_stream else Rows(data)
+    ds = Windows(data.tokens, seq_len) if data.is_sequence else Rows(data)
     if len(ds) == 0:
         raise DataError(
             f"the training split has {data.n_tokens} tokens: too few for one training window of "
@@ -89,7 +89,7 @@ def eval_dataset(data: TokenData, seq_len: int, batch_size: int, batches: int | 
     """A fixed validation set, the same at every evaluation so that numbers compare, and the
     same for any number of processes (`batches` counts global batches)."""
     batch_size *= num_processes
-    if data.is_stream:
+    if data.is_sequence:
         n_windows = max(0, len(data.tokens) - seq_len + 1)
         if batches is None:  # non-overlapping windows covering the split
             starts = np.arange(0, n_windows, seq_len)
@@ -125,8 +125,10 @@ class TrainBatches:
     def iterate(self, consumed: int) -> Iterator[dict[str, torch.Tensor]]:
         epoch, offset = divmod(consumed, self.batches_per_epoch)
         while True:
-            self.sampler.set_epoch(epoch)
+            # Through the prepared loader: Accelerate's loader sets its sampler's epoch from its
+            # own iteration count whenever it is iterated, which would override ours.
             batches = (self.accelerator.skip_first_batches(self.loader, offset) if offset
                        else self.loader)
+            batches.set_epoch(epoch)
             yield from batches
             epoch, offset = epoch + 1, 0

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-tokens", type=int, help="tokens per draft (default 4)")
     p.add_argument("--seed", type=int)
     p.add_argument("--class", dest="label", type=int, help="class label for conditional priors")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="weights for CPU inference (int8: dynamic quantization)")
     p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
                    "(default: RUN_DIR/samples)")
     p.set_defaults(func=cmd_sample)
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="a text file, an image or a folder of images "
                    "(default: the run's validation split)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    p.add_argument("--class", dest="label", type=int, help="class of DATA (conditional priors)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -136,7 +140,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pipelines.pipeline import Pipeline
     from pipelines.samples import write_samples
 
-    pipe = Pipeline.load(args.run_dir)
+    pipe = Pipeline.load(args.run_dir, precision=args.precision)
     decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repetition_penalty=args.repetition_penalty, greedy=args.greedy or None,
@@ -158,9 +162,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from pipelines.pipeline import Pipeline
 
-    pipe = Pipeline.load(args.run_dir)
+    pipe = Pipeline.load(args.run_dir, precision=args.precision)
     examples = None if args.data is None else read_examples(Path(args.data), pipe.tokenizer.modality)
-    print(json.dumps(pipe.score(examples).to_dict()))
+    print(json.dumps(pipe.score(examples, labels=args.label).to_dict()))
     return 0
 
 
@@ -205,7 +209,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registries = get_registries()
     rows = [(kind, e.name, e.provider, f"{e.component.__module__}.{e.component.__qualname__}")
             for kind, reg in (("tokenizer", registries.tokenizers), ("prior", registries.priors),
-                              ("source", registries.sources)) for e in reg]
+                              ("source", registries.sources), ("processor", registries.processors))
+            for e in reg]
     widths = [max(len(r[i]) for r in rows + [("KIND", "NAME", "PROVIDED BY", "CLASS")])
               for i in range(4)]
     for row in [("KIND", "NAME", "PROVIDED BY", "CLASS"), *rows]:

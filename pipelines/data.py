@@ -230,7 +230,8 @@ class TokenData:
     layout: Layout
 
     @property
-    def is_stream(self) -> bool:
+    def is_sequence(self) -> bool:
+        """Sequence layout: one flat stream, trained on in windows (else one row per example)."""
         return self.layout.kind == "seq"
 
     @property
@@ -269,7 +270,7 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
     ).hexdigest()[:20]
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        ids = [tokenizer.encode(x).reshape(-1).numpy() for x in batch["example"]]
+        ids = [x.reshape(-1).numpy() for x in tokenizer.encode_batch(batch["example"])]
         units = [tokenizer.count_units(x) for x in batch["example"]]
         return {"ids": ids, "units": units}
 

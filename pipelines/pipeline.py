@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process
 from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError
 from plugins.registry import Registries
 from priors.base import Prior, token_nll
+from priors.quantize import to_precision
 from priors.sampling import DecodeConfig, Generation, generate
 from tokenizers_ar.base import Tokenizer
 
@@ -109,19 +112,24 @@ class Pipeline:
         writes files."""
         ps = process_state()
         self.run_dir = self._claim_run_dir(run_dir, ps)
-        if ps.is_main_process:
-            (self.run_dir / RECIPE_FILE).write_text(self.recipe.dump())
-            self._write_run_file("running")
         splits = self._load_splits()
-        with ps.main_process_first():  # the main process fits, saves and fills the cache first
-            if not self.tokenizer.is_fitted:
-                logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
-                self.tokenizer.fit(_fit_examples(splits["train"]))
+        # The main process fits the tokenizer (fitting may be random: VQ codebooks) and fills the
+        # tokenized cache; the others then load exactly what it saved.
+        with ps.main_process_first():
             if ps.is_main_process:
+                if not self.tokenizer.is_fitted:
+                    logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
+                    self.tokenizer.fit(_fit_examples(splits["train"]))
                 write_atomically(self.run_dir / "tokenizer", self.tokenizer.save)
+            else:
+                self.tokenizer = type(self.tokenizer).from_pretrained(self.run_dir / "tokenizer")
             tokens = self._tokenize(splits)
         self._prior = self.build_prior()
         self._check_labels(tokens["train"])
+        # Only now is this a run: a recipe that fails before this point leaves no run behind.
+        if ps.is_main_process:
+            write_text_atomically(self.run_dir / RECIPE_FILE, self.recipe.dump())
+            self._write_run_file("running")
         return self._run(tokens, None, progress)
 
     @classmethod
@@ -154,7 +162,10 @@ class Pipeline:
         if ps.is_main_process:
             # Metrics logged after that checkpoint will be logged again: drop them.
             _truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
-            (run_dir / RECIPE_FILE).write_text(recipe.dump())
+            # Final weights of an earlier completion are stale from now on: Pipeline.load must
+            # fall back to the newest checkpoint until this resume completes.
+            _remove_atomically(run_dir / "prior")
+            write_text_atomically(run_dir / RECIPE_FILE, recipe.dump())
             pipe._write_run_file("running")
         ps.wait_for_everyone()
         return pipe, pipe._run(tokens, ckpt, progress)
@@ -258,7 +269,9 @@ class Pipeline:
         the same tokenizer for speculative decoding. The prompt's ids are not in the result."""
         s = self.recipe.sample
         settings = {**s.model_dump(), **{k: v for k, v in decoding.items() if v is not None}}
-        n = n or settings.pop("n")
+        n = settings.pop("n") if n is None else n
+        if n < 1:
+            raise TokarError(f"the number of samples must be at least 1, got {n}.")
         seed = s.seed if seed is None else seed
         prompt = prompt if prompt is not None else settings.pop("prompt", None)
         stop = settings.pop("stop", [])
@@ -290,7 +303,8 @@ class Pipeline:
         labels = self._labels(n, cond)
         gen = torch.Generator().manual_seed(seed)
         return generate(prior, n, config, cond=labels.to(device) if labels is not None else None,
-                        prompt=prompt_ids, generator=gen, draft=draft_prior)
+                        prompt=prompt_ids, generator=gen, draft=draft_prior,
+                        processors=_resolve_processors(config.processors))
 
     def sample(self, n: int | None = None, **kwargs: Any) -> list[Any]:
         """Draw samples and decode them to data (str, PIL image...). Takes the arguments of
@@ -329,7 +343,8 @@ class Pipeline:
         return ids
 
     @torch.no_grad()
-    def score(self, examples: list[Any] | None = None, batch_size: int = 64) -> Score:
+    def score(self, examples: list[Any] | None = None, batch_size: int = 64,
+              labels: list[int] | int | None = None) -> Score:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
         per data unit. Sequences longer than the prior's context are scored with a sliding
         window (stride half the context), so every token is predicted from at least half a
@@ -337,11 +352,15 @@ class Pipeline:
         if examples is None:
             splits = self.recipe.data.cls(self.recipe.data.config).load()
             examples = list(splits["validation"]["example"])
-            labels = splits["validation"]["label"] if "label" in splits["validation"].column_names else None
-        else:
-            labels = None
+            if "label" in splits["validation"].column_names:
+                labels = list(splits["validation"]["label"])
+        elif isinstance(labels, int):
+            labels = [labels] * len(examples)
+        keep = [i for i, x in enumerate(examples) if self.tokenizer.count_units(x) > 0]
+        examples = [examples[i] for i in keep]
+        labels = [labels[i] for i in keep] if labels is not None else None
         if not examples:
-            raise DataError("nothing to score: the data holds no examples.")
+            raise DataError("nothing to score: the data is empty.")
         prior = self.prior.eval()
         device = next(prior.parameters()).device
         total_nats, total_tokens, total_units = 0.0, 0, 0
@@ -351,7 +370,8 @@ class Pipeline:
             rows = torch.stack(encoded)
             cond = torch.as_tensor(labels) if (labels is not None and prior.num_classes) else None
             if prior.num_classes and cond is None:
-                raise DataError("this prior is class-conditional: scoring needs labelled data.")
+                raise DataError("this prior is class-conditional: scoring needs labelled data "
+                                "(tokar score RUN_DIR DATA --class C).")
             for i in range(0, len(rows), batch_size):
                 c = cond[i : i + batch_size].to(device) if cond is not None else None
                 total_nats -= prior.log_prob(rows[i : i + batch_size].to(device), c).sum().item()
@@ -368,13 +388,16 @@ class Pipeline:
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / RECIPE_FILE).write_text(self.recipe.dump())
+        write_text_atomically(directory / RECIPE_FILE, self.recipe.dump())
         write_atomically(directory / "tokenizer", self.tokenizer.save)
         write_atomically(directory / "prior", self.prior.save)
         return directory
 
     @classmethod
-    def load(cls, run_dir: str | Path, registries: Registries | None = None) -> Pipeline:
+    def load(cls, run_dir: str | Path, registries: Registries | None = None,
+             precision: str = "fp32") -> Pipeline:
+        """A trained run. `precision` "bf16" or "int8" shrinks the prior's weights for CPU
+        inference (priors/quantize.py); the scores it gives change slightly (BENCHMARKS.md)."""
         run_dir = Path(run_dir)
         _require_run_dir(run_dir)
         recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
@@ -394,6 +417,11 @@ class Pipeline:
             prior = pipe.build_prior()
             load_checkpoint(ckpts[-1], prior)
             prior.eval()
+        if precision != "fp32":
+            try:
+                prior = to_precision(prior, precision)
+            except ValueError as exc:
+                raise TokarError(str(exc)) from exc
         return cls(recipe, tokenizer, prior, run_dir)
 
 
@@ -410,6 +438,26 @@ def _fit_examples(train) -> Any:
 RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
              "train.early_stopping_min_delta", "train.num_workers", "train.log_with", "sample")
+
+
+def _resolve_processors(specs: list[dict]) -> list:
+    """[{name: ..., **settings}] -> processors, through the plugin registry."""
+    from plugins.manager import get_registries
+
+    registry = get_registries().processors
+    out = []
+    for spec in specs:
+        settings = dict(spec)
+        name = settings.pop("name", None)
+        if name is None:
+            raise TokarError(f"sample.processors entry {spec} needs a 'name' (one of "
+                             f"{', '.join(registry.names())}).")
+        factory = registry.get(str(name))
+        try:
+            out.append(factory(**settings))
+        except (TypeError, ValueError) as exc:
+            raise TokarError(f"logits processor '{name}' with {settings}: {exc}") from exc
+    return out
 
 
 def _require_run_dir(run_dir: Path) -> None:
@@ -445,13 +493,31 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records up to `step`; a line cut short by a crash is dropped."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError):
+            logger.warning("%s: dropping an unreadable line: %.60s", path, line)
+    write_text_atomically(path, "".join(line + "\n" for line in keep))
+
+
+def _remove_atomically(path: Path) -> None:
+    if path.exists():
+        old = path.with_name(f".old-{path.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
@@ -477,9 +543,7 @@ def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
 
 
 def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")
 
 
 __all__ = ["Pipeline", "Score"]

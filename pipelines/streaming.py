@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from plugins.errors import DataError
+from plugins.errors import DataError, TokenizerError
 from tokenizers_ar.base import Layout, Tokenizer
 
 
@@ -34,7 +34,7 @@ class TokenStream:
     shuffle_buffer: int = 10_000
 
     @property
-    def is_stream(self) -> bool:
+    def is_sequence(self) -> bool:
         return self.layout.kind == "seq"
 
 
@@ -57,8 +57,14 @@ class StreamBatches:
             buffered = 0
             for example in ds:
                 seen_any = True
-                ids = tok.encode(example["example"]).reshape(-1).numpy()
-                if not self.stream.is_stream:
+                try:
+                    ids = tok.encode(example["example"]).reshape(-1).numpy()
+                except TokenizerError as exc:
+                    raise TokenizerError(
+                        f"{exc} With streamed data the tokenizer is fitted on the head of the "
+                        "stream only: give it a fixed vocabulary (tokenizer.vocab) or unk=true."
+                    ) from exc
+                if not self.stream.is_sequence:
                     item = {"ids": torch.from_numpy(ids)}
                     if "label" in example:
                         item["label"] = torch.tensor(example["label"])

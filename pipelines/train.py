@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import GradientAccumulationPlugin, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -74,7 +74,10 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path | None = None) -> Accelerat
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
         mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
+        # An optimizer step every grad_accum micro-batches, never forced at the end of an epoch:
+        # steps then stay aligned with the schedule and with checkpoints (exact resume).
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=cfg.grad_accum, sync_with_dataloader=False),
         log_with=cfg.log_with or None,
         project_dir=str(run_dir / "logs") if run_dir is not None and cfg.log_with else None,
     )
@@ -150,7 +153,7 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
 
         seq_len = cfg.seq_len or prior.max_length
-        if train_data.is_stream and seq_len is None:
+        if train_data.is_sequence and seq_len is None:
             raise DataError(f"prior '{prior.name}' has no block_size: set train.seq_len.")
         if prior.max_length is not None and seq_len and seq_len > prior.max_length:
             raise DataError(f"train.seq_len={seq_len} exceeds the prior's block_size {prior.max_length}.")

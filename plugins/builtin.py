@@ -28,3 +28,11 @@ def tokar_register_sources(register: Register) -> None:
     register("text", TextSource)
     register("hf", HFSource)
     register("sklearn_digits", DigitsSource)
+
+
+@hookimpl
+def tokar_register_logits_processors(register: Register) -> None:
+    from priors.sampling import BUILTIN_PROCESSORS
+
+    for name, factory in BUILTIN_PROCESSORS.items():
+        register(name, factory)

@@ -40,3 +40,10 @@ def tokar_register_priors(register: Register) -> None:
 @hookspec
 def tokar_register_sources(register: Register) -> None:
     """Register `pipelines.data.Source` subclasses: `register("name", SourceClass)`."""
+
+
+@hookspec
+def tokar_register_logits_processors(register: Register) -> None:
+    """Register logits-processor factories: `register("name", factory)` where
+    `factory(**settings)` returns a callable `(logits (B, V), context (B, t)) -> logits`.
+    Recipes then use them as `sample: {processors: [{name: "name", ...settings}]}`."""

@@ -14,6 +14,7 @@ from importlib import metadata
 import pluggy
 
 from plugins import hookspecs
+from plugins.errors import RegistryError
 from plugins.registry import Registries, Registry
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ _HOOKS = {
     "tokar_register_tokenizers": "tokenizers",
     "tokar_register_priors": "priors",
     "tokar_register_sources": "sources",
+    "tokar_register_logits_processors": "processors",
 }
 
 
@@ -33,6 +35,26 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self._registries: Registries | None = None
+        self._distributions: dict[int, str] = {}  # id(plugin) -> "name version"
+
+    def load_entrypoint_plugins(self, group: str = hookspecs.PROJECT) -> int:
+        """Register every installed plugin of `group`, one at a time: a plugin that fails to
+        import is skipped with a warning naming its distribution, and the rest still load."""
+        count = 0
+        for ep in metadata.entry_points(group=group):
+            if self.get_plugin(ep.name) is not None or self.is_blocked(ep.name):
+                continue
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+            try:
+                plugin = ep.load()
+                self.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken third-party package must not break tokar
+                logger.warning("skipping tokar plugin '%s' from %s: %s: %s", ep.name, dist,
+                               type(exc).__name__, exc)
+                continue
+            self._distributions[id(plugin)] = dist
+            count += 1
+        return count
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         self._registries = None
@@ -50,15 +72,15 @@ class PluginManager(pluggy.PluginManager):
 
     def provider(self, plugin: object) -> str:
         """Human name of whoever shipped `plugin`: its distribution if it came from one."""
-        for candidate, dist in self.list_plugin_distinfo():
-            if candidate is plugin:
-                return f"{dist.metadata['Name']} {dist.version}"
+        if id(plugin) in self._distributions:
+            return self._distributions[id(plugin)]
         if getattr(plugin, "__name__", None) == "plugins.builtin":
             return f"tokar {_tokar_version()}"
         return self.get_name(plugin) or repr(plugin)
 
     def _build_registries(self) -> Registries:
-        registries = Registries(Registry("tokenizer"), Registry("prior"), Registry("source"))
+        registries = Registries(Registry("tokenizer"), Registry("prior"), Registry("source"),
+                                Registry("logits processor"))
         for hook_name, attr in _HOOKS.items():
             registry = getattr(registries, attr)
             # Call implementations one by one, in registration order (built-ins first), so that
@@ -66,7 +88,13 @@ class PluginManager(pluggy.PluginManager):
             # both providers.
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 provider = self.provider(impl.plugin)
-                impl.function(register=functools.partial(registry.register, provider=provider))
+                try:
+                    impl.function(register=functools.partial(registry.register, provider=provider))
+                except RegistryError:
+                    raise  # duplicates and bad names must be fixed, not skipped
+                except Exception as exc:
+                    logger.warning("tokar plugin %s failed in %s and is skipped: %s: %s",
+                                   provider, hook_name, type(exc).__name__, exc)
         return registries
 
 
@@ -84,7 +112,7 @@ def create_plugin_manager(load_entrypoints: bool = True) -> PluginManager:
     pm = PluginManager()
     pm.register(builtin, name="tokar.builtin")
     if load_entrypoints:
-        count = pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        count = pm.load_entrypoint_plugins()
         logger.debug("loaded %d tokar plugin(s) from entry points", count)
     return pm
 

@@ -72,3 +72,4 @@ class Registries:
     tokenizers: Registry
     priors: Registry
     sources: Registry
+    processors: Registry

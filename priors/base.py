@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -141,11 +141,17 @@ class Prior(nn.Module, ABC):
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> Prior:
         directory = Path(directory)
         payload = read_config(directory, "prior", cls.format_version)
-        prior = cls(
-            cls.Config(**payload.get("config", {})),
-            vocab_size=payload["vocab_size"],
-            layout=Layout.from_json(payload["layout"]),
-        )
+        try:
+            prior = cls(
+                cls.Config(**payload.get("config", {})),
+                vocab_size=payload["vocab_size"],
+                layout=Layout.from_json(payload["layout"]),
+            )
+        except (ValidationError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CheckpointError(
+                f"{directory / 'config.json'} does not describe a valid '{cls.name}' prior "
+                f"({type(exc).__name__}: {exc}); it is corrupt or from an incompatible version."
+            ) from exc
         load_weights(prior, directory / WEIGHTS_FILE, map_location)
         return prior.eval()
 

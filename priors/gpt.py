@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from plugins.errors import LayoutError
@@ -42,6 +42,12 @@ class GPTConfig(PriorConfig):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     bias: bool = False  # biases in Linear and LayerNorm layers (GPT-2 has them)
     n_classes: int = Field(0, ge=0, description="class labels to condition on; 0 = unconditional")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPTConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
 
 
 class CausalSelfAttention(nn.Module):

@@ -114,8 +114,12 @@ class DecodeConfig(BaseModel):
     length_penalty: float = Field(1.0, description="beam scores are divided by length**this")
     stop_tokens: list[int] = Field(default_factory=list, description="ids that end a sequence")
     num_draft_tokens: int = Field(4, ge=1, description="speculative decoding: tokens per draft")
+    processors: list[dict] = Field(
+        default_factory=list,
+        description="more processors by registered name, after the built-in fields: "
+        "[{name: ban_token, token: 3}]; resolved by pipelines (plugins register them)")
 
-    def processors(self) -> list[LogitsProcessor]:
+    def builtin_processors(self) -> list[LogitsProcessor]:
         out = []
         if self.repetition_penalty is not None and self.repetition_penalty != 1.0:
             out.append(repetition_penalty(self.repetition_penalty))
@@ -210,7 +214,7 @@ def generate(
     target passes).
     """
     config = config or DecodeConfig()
-    all_processors = [*config.processors(), *processors]
+    all_processors = [*config.builtin_processors(), *processors]
     if prompt is not None and prompt.size(0) != batch_size:
         raise ValueError(f"prompt has {prompt.size(0)} rows, batch_size is {batch_size}")
     was_training = prior.training

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 
 from plugins.errors import CheckpointError
@@ -87,8 +87,8 @@ class Tokenizer(ABC):
     def __init__(self, config: TokenizerConfig | None = None, **settings: Any):
         if config is None:
             config = self.Config(**settings)
-        elif settings:
-            config = config.model_copy(update=settings)
+        elif settings:  # validated like any other settings, not pasted in
+            config = self.Config(**{**config.model_dump(), **settings})
         self.config = config
 
     # -- what subclasses provide ---------------------------------------------------------------
@@ -117,7 +117,9 @@ class Tokenizer(ABC):
         """Learn from training examples (vocabularies, codebooks). Fixed tokenizers do nothing."""
 
     def count_units(self, example: Any) -> int:
-        """How many data units (`unit`) one example holds, for scores in data units."""
+        """How many data units (`unit`) one example holds, for scores in data units. The
+        default counts tokens: right when one token is one unit (char, pixel); a tokenizer whose
+        tokens span several units (BPE, VQ codes, patches) must override it."""
         return int(self.encode(example).numel())
 
     def state(self) -> dict[str, Any]:
@@ -164,8 +166,14 @@ class Tokenizer(ABC):
     def from_pretrained(cls, directory: str | Path) -> Tokenizer:
         directory = Path(directory)
         payload = read_config(directory, "tokenizer", cls.format_version)
-        tokenizer = cls(cls.Config(**payload.get("config", {})))
-        tokenizer.load_state(payload.get("state", {}))
+        try:
+            tokenizer = cls(cls.Config(**payload.get("config", {})))
+            tokenizer.load_state(payload.get("state", {}))
+        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{directory / CONFIG_FILE} does not describe a valid '{cls.name}' tokenizer "
+                f"({exc}); it is corrupt or from an incompatible version."
+            ) from exc
         weights = directory / WEIGHTS_FILE
         if weights.exists():
             try:

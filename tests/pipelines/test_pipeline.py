@@ -13,7 +13,14 @@ from PIL import Image
 
 from pipelines import Pipeline
 from pipelines.cli import main
-from plugins.errors import CheckpointError, DataError, LayoutError, RecipeError, RunDirError
+from plugins.errors import (
+    CheckpointError,
+    DataError,
+    LayoutError,
+    RecipeError,
+    RunDirError,
+    TokarError,
+)
 from tests.conftest import need_shakespeare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +228,56 @@ def test_sample_cli_decoding_flags(char_run, tmp_path, capsys):
 def test_speculative_needs_the_same_tokenizer(char_run, pixel_run, capsys):
     assert main(["sample", str(char_run), "--draft", str(pixel_run)]) == 2
     assert "different tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_inference(char_run, precision, capsys):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 3
+    full = Pipeline.load(char_run).score([text]).bits_per_unit
+    small = Pipeline.load(char_run, precision=precision)
+    assert small.score([text]).bits_per_unit == pytest.approx(full, abs=0.05)
+    assert len(small.sample(2, max_new_tokens=20)[0]) == 20
+    assert main(["sample", str(char_run), "-n", "1", "--precision", precision,
+                 "--max-new-tokens", "5", "--greedy", "--out", str(char_run / "q.txt")]) == 0
+    with pytest.raises(TokarError, match="precision must be one of"):
+        Pipeline.load(char_run, precision="fp8")
+
+
+def test_more_bad_input_gets_clear_errors(char_run, pixel_run, tmp_path, capsys):
+    # a model config that cannot work is caught by validation, before anything runs
+    assert main(["validate", str(DEBUG_CHAR), "prior.n_head=3"]) == 2
+    assert "n_embd (32) must be divisible by n_head (3)" in capsys.readouterr().err
+    # decoding settings out of range
+    assert main(["sample", str(char_run), "--temperature", "-1"]) == 2
+    assert "temperature" in capsys.readouterr().err
+    assert main(["sample", str(char_run), "-n", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    # empty data to score
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["score", str(char_run), str(tmp_path / "empty.txt")]) == 2
+    assert "the data is empty" in capsys.readouterr().err
+    # a saved prior whose config no longer makes sense
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(char_run, broken)
+    cfg = json.loads((broken / "prior" / "config.json").read_text())
+    cfg["config"]["n_layer"] = "many"
+    (broken / "prior" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="does not describe a valid 'gpt' prior"):
+        Pipeline.load(broken)
+    # tokenizer settings are validated however they are given
+    from pydantic import ValidationError
+
+    from tokenizers_ar import CharTokenizer
+    with pytest.raises(ValidationError):
+        CharTokenizer(CharTokenizer.Config(), unk="yes please")
+
+
+def test_score_an_image_of_a_given_class(pixel_run, tmp_path, capsys):
+    img = tmp_path / "three.png"
+    Pipeline.load(pixel_run).sample(1, cond=3)[0].save(img)
+    assert main(["score", str(pixel_run), str(img), "--class", "3"]) == 0
+    three = json.loads(capsys.readouterr().out)["bits_per_unit"]
+    assert main(["score", str(pixel_run), str(img), "--class", "7"]) == 0
+    seven = json.loads(capsys.readouterr().out)["bits_per_unit"]
+    assert three != seven  # the class changes the likelihood

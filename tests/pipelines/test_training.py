@@ -278,3 +278,76 @@ def test_dataloader_workers_do_not_change_the_result(straight, tmp_path):
     """The batch order is decided in the main process (EpochSampler), so workers only fetch."""
     Pipeline.from_recipe(recipe(num_workers=2)).train(tmp_path / "run", progress=False)
     assert_same_weights(tmp_path / "run", straight)
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_resume_is_exact_across_epoch_boundaries(tmp_path, monkeypatch, grad_accum):
+    """9 batches per epoch (odd, so accumulation cannot line up with epochs by luck): runs
+    resumed at step 10 and at step 25 must equal the uninterrupted 30-step run."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(("to be or not to be, that is the question. " * 14)[:600])
+    def small(**train):
+        r = recipe(max_steps=30, batch_size=64 // grad_accum, grad_accum=grad_accum,
+                   eval_every=5, eval_samples=0, **train)
+        r["data"] = {"source": "text", "path": str(corpus), "val_fraction": 0.05}
+        r["prior"]["block_size"] = 16
+        return r
+
+    straight = tmp_path / "straight"
+    Pipeline.from_recipe(small()).train(straight, progress=False)
+    original = Trainer.save
+    for stop_at in (10, 25):
+        def save_then_die(self, stop_at=stop_at):
+            ckpt = original(self)
+            if self.state.step == stop_at:
+                raise KeyboardInterrupt
+            return ckpt
+
+        monkeypatch.setattr(Trainer, "save", save_then_die)
+        run = tmp_path / f"resumed_{stop_at}"
+        with pytest.raises(KeyboardInterrupt):
+            Pipeline.from_recipe(small()).train(run, progress=False)
+        monkeypatch.setattr(Trainer, "save", original)
+        Pipeline.resume(run, progress=False)
+        assert_same_weights(run, straight)
+
+
+def test_an_interrupted_resume_never_serves_stale_final_weights(straight, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"step": 2')
+    original = Trainer.save
+
+    def save_then_die(self):
+        ckpt = original(self)
+        if self.state.step == 25:
+            raise KeyboardInterrupt
+        return ckpt
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):  # the half-written metrics line did not stop it
+        Pipeline.resume(run, ["train.max_steps=30"], progress=False)
+    assert not (run / "prior").exists()
+    loaded = Pipeline.load(run)  # the step-25 checkpoint, not the stale step-20 final weights
+    step25 = load_file(run / "checkpoints" / "step_0000025" / "model.safetensors")
+    state = loaded.prior.state_dict()
+    for name, tensor in step25.items():  # tied weights are stored once, under one name
+        assert torch.equal(state[name], tensor), name
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_behind(tmp_path):
+    run = tmp_path / "run"
+    bad = recipe()
+    bad["prior"]["block_size"] = 4096  # fine for text; now make the image layout too long:
+    bad = {**bad, "data": {"source": "sklearn_digits"},
+           "tokenizer": {"name": "pixel", "levels": 17, "max_value": 16}}
+    bad["prior"] = {**bad["prior"], "block_size": 32}
+    with pytest.raises(TokarError, match="block_size"):
+        Pipeline.from_recipe(bad).train(run, progress=False)
+    assert not (run / "recipe.yaml").exists()
+    bad["prior"]["block_size"] = 64  # fixed: the same --run-dir works
+    bad["train"]["max_steps"] = 2
+    Pipeline.from_recipe(bad).train(run, progress=False)
+    assert (run / "prior" / "model.safetensors").is_file()

@@ -207,3 +207,42 @@ def test_registries_follow_registration(fresh_plugins):
     assert get_registries() is before  # cached while nothing changes
     fresh_plugins.register(ThirdPartyPlugin, name="third-party-test")
     assert "bigram" in get_registries().priors and "bigram" not in before.priors
+
+
+class BanTokenPlugin:
+    @staticmethod
+    @hookimpl
+    def tokar_register_logits_processors(register):
+        def ban_token(token: int):
+            return lambda logits, context: logits.index_fill(1, torch.tensor([token]), float("-inf"))
+
+        register("ban_token", ban_token)
+
+
+def test_a_plugin_logits_processor_composes_with_the_builtins(fresh_plugins, tmp_path):
+    fresh_plugins.register(BanTokenPlugin, name="ban-plugin")
+    assert "top_p" in fresh_plugins.registries.processors  # built-ins come through the same hook
+    pipe = Pipeline.from_recipe(tiny_recipe())
+    pipe.train(tmp_path / "run", progress=False)
+    banned = pipe.tokenizer.encode("e").item()
+    texts = pipe.sample(4, max_new_tokens=60, top_p=0.95,
+                        processors=[{"name": "ban_token", "token": banned}])
+    assert all("e" not in t for t in texts) and sum(len(t) for t in texts) == 240
+    with pytest.raises(RegistryError, match="unknown logits processor 'ban_tokn'.*'ban_token'"):
+        pipe.sample(1, processors=[{"name": "ban_tokn"}])
+
+
+def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    make_entry_point_package(site)
+    dist = site / "tokar_broken-0.0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-broken\nVersion: 0.0.1\n")
+    (dist / "entry_points.txt").write_text("[tokar]\nbroken = no_such_module.plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "plugins"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping tokar plugin 'broken' from tokar-broken 0.0.1: ModuleNotFoundError" in proc.stderr
+    assert "hello_char" in proc.stdout and "gpt" in proc.stdout  # everything else still loads
