@@ -40,3 +40,24 @@ def need_shakespeare() -> Path:
     if not path.is_file():
         pytest.fail(f"reference data missing: {path} (set TOKAR_DATA_DIR to ../shared/data)")
     return path
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """`interrupt_at(step)`: the next training run stops with KeyboardInterrupt right after
+    writing its step-`step` checkpoint, as if the user pressed Ctrl-C there (fires once)."""
+    from pipelines.train import Trainer
+
+    original = Trainer.save
+
+    def arm(step: int) -> None:
+        def save_then_die(self):
+            ckpt = original(self)
+            if self.state.step == step:
+                monkeypatch.setattr(Trainer, "save", original)
+                raise KeyboardInterrupt
+            return ckpt
+
+        monkeypatch.setattr(Trainer, "save", save_then_die)
+
+    return arm

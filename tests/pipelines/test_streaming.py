@@ -13,7 +13,6 @@ import torch
 from pipelines import Pipeline
 from pipelines.data import HFSource, tokenize
 from pipelines.streaming import StreamBatches, TokenStream
-from pipelines.train import Trainer
 from tokenizers_ar import CharTokenizer
 
 
@@ -49,22 +48,13 @@ def test_streaming_source_holds_out_the_head_for_validation(corpus):
     assert first_train.startswith("doc 20:")  # validation examples are not trained on
 
 
-def test_streamed_run_resumes_exactly(corpus, tmp_path, monkeypatch):
+def test_streamed_run_resumes_exactly(corpus, tmp_path, interrupt_at):
     straight = tmp_path / "straight"
     Pipeline.from_recipe(recipe(corpus)).train(straight, progress=False)
-    original = Trainer.save
-
-    def save_then_die(self):
-        ckpt = original(self)
-        if self.state.step == 10:
-            raise KeyboardInterrupt
-        return ckpt
-
-    monkeypatch.setattr(Trainer, "save", save_then_die)
+    interrupt_at(10)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         Pipeline.from_recipe(recipe(corpus)).train(run, progress=False)
-    monkeypatch.setattr(Trainer, "save", original)
     Pipeline.resume(run, progress=False)
     a = Pipeline.load(run).prior.state_dict()
     b = Pipeline.load(straight).prior.state_dict()

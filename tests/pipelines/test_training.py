@@ -64,20 +64,11 @@ def straight(tmp_path_factory) -> Path:
     return run
 
 
-def test_resume_after_interruption_is_exact(straight, tmp_path, monkeypatch):
+def test_resume_after_interruption_is_exact(straight, tmp_path, interrupt_at):
     run = tmp_path / "run"
-    original = Trainer.save
-
-    def save_then_die(self):
-        ckpt = original(self)
-        if self.state.step == 10:
-            raise KeyboardInterrupt  # the run is stopped right after its step-10 checkpoint
-        return ckpt
-
-    monkeypatch.setattr(Trainer, "save", save_then_die)
+    interrupt_at(10)
     with pytest.raises(KeyboardInterrupt):
         Pipeline.from_recipe(recipe()).train(run, progress=False)
-    monkeypatch.setattr(Trainer, "save", original)
     assert json.loads((run / "run.json").read_text())["status"] == "running"
 
     _, result = Pipeline.resume(run, progress=False)
@@ -281,7 +272,7 @@ def test_dataloader_workers_do_not_change_the_result(straight, tmp_path):
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
-def test_resume_is_exact_across_epoch_boundaries(tmp_path, monkeypatch, grad_accum):
+def test_resume_is_exact_across_epoch_boundaries(tmp_path, interrupt_at, grad_accum):
     """9 batches per epoch (odd, so accumulation cannot line up with epochs by luck): runs
     resumed at step 10 and at step 25 must equal the uninterrupted 30-step run."""
     corpus = tmp_path / "small.txt"
@@ -295,38 +286,22 @@ def test_resume_is_exact_across_epoch_boundaries(tmp_path, monkeypatch, grad_acc
 
     straight = tmp_path / "straight"
     Pipeline.from_recipe(small()).train(straight, progress=False)
-    original = Trainer.save
     for stop_at in (10, 25):
-        def save_then_die(self, stop_at=stop_at):
-            ckpt = original(self)
-            if self.state.step == stop_at:
-                raise KeyboardInterrupt
-            return ckpt
-
-        monkeypatch.setattr(Trainer, "save", save_then_die)
+        interrupt_at(stop_at)
         run = tmp_path / f"resumed_{stop_at}"
         with pytest.raises(KeyboardInterrupt):
             Pipeline.from_recipe(small()).train(run, progress=False)
-        monkeypatch.setattr(Trainer, "save", original)
         Pipeline.resume(run, progress=False)
         assert_same_weights(run, straight)
 
 
-def test_an_interrupted_resume_never_serves_stale_final_weights(straight, tmp_path, monkeypatch):
+def test_an_interrupted_resume_never_serves_stale_final_weights(straight, tmp_path, interrupt_at):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"step": 2')
-    original = Trainer.save
-
-    def save_then_die(self):
-        ckpt = original(self)
-        if self.state.step == 25:
-            raise KeyboardInterrupt
-        return ckpt
-
-    monkeypatch.setattr(Trainer, "save", save_then_die)
+    interrupt_at(25)
     with pytest.raises(KeyboardInterrupt):  # the half-written metrics line did not stop it
         Pipeline.resume(run, ["train.max_steps=30"], progress=False)
     assert not (run / "prior").exists()
