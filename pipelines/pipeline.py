@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,13 @@ class Score:
     tokens: int
     units: int
     examples: int
+    bits_per: dict[str, float] = field(default_factory=dict)  # every unit: {"char":.., "byte":..}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "unit": self.unit,
             "bits_per_unit": self.bits_per_unit,
-            f"bits_per_{self.unit}": self.bits_per_unit,
+            **{f"bits_per_{u}": b for u, b in self.bits_per.items()},
             "nats_per_token": self.nats_per_token,
             "tokens": self.tokens,
             "units": self.units,
@@ -365,7 +366,11 @@ class Pipeline:
         device = next(prior.parameters()).device
         total_nats, total_tokens, total_units = 0.0, 0, 0
         encoded = [self.tokenizer.encode(x).reshape(-1) for x in examples]
-        total_units = sum(self.tokenizer.count_units(x) for x in examples)
+        counts: dict[str, int] = {}
+        for x in examples:
+            for unit, c in self.tokenizer.unit_counts(x).items():
+                counts[unit] = counts.get(unit, 0) + c
+        total_units = counts[self.tokenizer.unit]
         if self.tokenizer.layout.kind == "grid":
             rows = torch.stack(encoded)
             cond = torch.as_tensor(labels) if (labels is not None and prior.num_classes) else None
@@ -381,8 +386,9 @@ class Pipeline:
                 total_nats += _stream_nll(prior, ids.to(device), batch_size)
                 total_tokens += ids.numel()
         nats_per_token = total_nats / max(total_tokens, 1)
-        return Score(self.tokenizer.unit, total_nats / max(total_units, 1) / LN2, nats_per_token,
-                     total_tokens, total_units, len(examples))
+        bits_per = {u: total_nats / max(c, 1) / LN2 for u, c in counts.items()}
+        return Score(self.tokenizer.unit, bits_per[self.tokenizer.unit], nats_per_token,
+                     total_tokens, total_units, len(examples), bits_per)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -521,9 +527,12 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 
 def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
-    """Total NLL (nats) of one long sequence, by windows of the prior's context."""
+    """Total NLL (nats) of one long sequence, by windows of the prior's context (or, for
+    priors without a context limit such as an LSTM, exactly, carrying the state along)."""
     window = prior.max_length
-    if window is None or ids.numel() <= window:
+    if window is None:
+        return _stateful_nll(prior, ids)
+    if ids.numel() <= window:
         return -prior.log_prob(ids[None]).item()
     stride = max(1, window // 2)
     # Window w covers [s, s + window) and scores the tokens not already scored by earlier ones.
@@ -539,6 +548,20 @@ def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
             first = scored_to - s  # positions before this were scored by an earlier window
             total += row[first:].sum().item()
             scored_to = s + window
+    return total
+
+
+def _stateful_nll(prior: Prior, ids: torch.Tensor, chunk: int = 4096) -> float:
+    """-log p(ids) through init_state/step in chunks: exact, memory bounded."""
+    logits, state = prior.init_state(1)
+    total = 0.0
+    for s in range(0, ids.numel(), chunk):
+        piece = ids[s : s + chunk]
+        step_logits, state = prior.step(state, piece[None])
+        # logits for piece[0] come from the previous step; the last step output is the next's
+        all_logits = torch.cat([logits[:, None], step_logits[:, :-1]], dim=1)  # (1, n, V)
+        total += token_nll(all_logits, piece[None]).sum().item()
+        logits = step_logits[:, -1]
     return total
 
 

@@ -5,7 +5,8 @@
     prior:     {name: gpt, n_layer: 4, n_head: 4, n_embd: 128, block_size: 64}
     train:     {batch_size: 12, lr: 1.0e-3, max_steps: 2000}
 
-- `extends: other.yaml` (a path relative to this file, or a list of them) is deep-merged under it.
+- `extends: other.yaml` (a path relative to this file, or a list of them) is deep-merged under it;
+  a section that names another component (`prior: {name: lstm}` over a gpt) replaces it.
 - Overrides `a.b=value` (the value is parsed as YAML) and `~a.b` (delete) apply after loading.
 - `${data_dir}` is the top-level `data_dir` key, else $TOKAR_DATA_DIR, else ./data.
 - `source:`/`name:` pick registered components by name (never import paths); each section is then
@@ -37,6 +38,7 @@ _VAR = re.compile(r"\$\{([^}]*)\}")
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_steps: int = Field(1000, ge=1)
+    max_seconds: float | None = Field(None, gt=0, description="stop after this much training time")
     batch_size: int = Field(32, ge=1)
     seq_len: int | None = Field(None, ge=2, description="stream training window; default: block_size")
     lr: float = Field(1e-3, gt=0)
@@ -129,7 +131,22 @@ def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for parent in [parents] if isinstance(parents, str) else parents:
         merged = deep_merge(merged, load_raw(path.parent / parent, (*_seen, path)))
-    return deep_merge(merged, raw)
+    return extend(merged, raw)
+
+
+SELECTORS = {"data": "source", "tokenizer": "name", "prior": "name"}
+
+
+def extend(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `child` over `parent`, except that a component section naming a different
+    component than the parent's replaces it: an LSTM inherits no GPT settings."""
+    parent = dict(parent)
+    for section, selector in SELECTORS.items():
+        mine, theirs = child.get(section), parent.get(section)
+        if isinstance(mine, dict) and isinstance(theirs, dict) and selector in mine \
+                and mine[selector] != theirs.get(selector):
+            parent.pop(section)
+    return deep_merge(parent, child)
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

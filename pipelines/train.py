@@ -318,10 +318,18 @@ class Trainer:
                 stopped_early = self._record_eval(val, time.perf_counter() - start)
                 if self.on_eval is not None and self.is_main:
                     self.on_eval(st.step)
+            out_of_time = cfg.max_seconds is not None and bool(acc.reduce(torch.tensor(
+                float(time.perf_counter() - start >= cfg.max_seconds), device=acc.device), "max"))
+            if out_of_time and not is_eval and self.val_loader is not None:
+                val = self.evaluate()  # the budget ends the run: report where it got to
+                stopped_early = self._record_eval(val, time.perf_counter() - start)
             if st.step % (cfg.checkpoint_every or cfg.eval_every) == 0 or st.step == cfg.max_steps \
-                    or stopped_early:
+                    or stopped_early or out_of_time:
                 self.save()
             bar.update(1)
+            if out_of_time:
+                logger.info("time budget of %.0fs reached at step %d", cfg.max_seconds, st.step)
+                break
             if stopped_early:
                 logger.info("early stopping at step %d: no improvement in %d evaluations "
                             "(best %.4f nats/token)", st.step, cfg.early_stopping_patience,

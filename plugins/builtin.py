@@ -7,9 +7,11 @@ from plugins.hookspecs import Register, hookimpl
 
 @hookimpl
 def tokar_register_tokenizers(register: Register) -> None:
+    from tokenizers_ar.bpe import BPETokenizer
     from tokenizers_ar.char import CharTokenizer
     from tokenizers_ar.pixel import PixelTokenizer
 
+    register("bpe", BPETokenizer)
     register("char", CharTokenizer)
     register("pixel", PixelTokenizer)
 
@@ -17,8 +19,10 @@ def tokar_register_tokenizers(register: Register) -> None:
 @hookimpl
 def tokar_register_priors(register: Register) -> None:
     from priors.gpt import GPT
+    from priors.lstm import LSTM
 
     register("gpt", GPT)
+    register("lstm", LSTM)
 
 
 @hookimpl

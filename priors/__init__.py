@@ -2,7 +2,10 @@
 
 from priors.base import Prior, PriorConfig, StepOutput
 from priors.gpt import GPT, GPTConfig
+from priors.lstm import LSTM, LSTMConfig
 from priors.sampling import DecodeConfig, Generation, generate
 
-__all__ = ["GPT", "DecodeConfig", "GPTConfig", "Generation", "Prior", "PriorConfig", "StepOutput",
-           "generate"]
+__all__ = [
+    "GPT", "LSTM", "DecodeConfig", "GPTConfig", "Generation", "LSTMConfig", "Prior",
+    "PriorConfig", "StepOutput", "generate",
+]

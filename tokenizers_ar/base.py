@@ -122,6 +122,11 @@ class Tokenizer(ABC):
         tokens span several units (BPE, VQ codes, patches) must override it."""
         return int(self.encode(example).numel())
 
+    def unit_counts(self, example: Any) -> dict[str, int]:
+        """Every unit an example can be measured in ({"char": n, "byte": m} for text); scores
+        report bits per each. The first is `unit`."""
+        return {self.unit: self.count_units(example)}
+
     def state(self) -> dict[str, Any]:
         """JSON-serialisable fitted state, saved in config.json."""
         return {}
@@ -135,6 +140,12 @@ class Tokenizer(ABC):
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027
         """Restore what `tensors()` returned."""
+
+    def save_files(self, directory: Path) -> None:  # noqa: B027
+        """Write files of a format of their own (BPE's tokenizer.json) next to config.json."""
+
+    def load_files(self, directory: Path) -> None:  # noqa: B027
+        """Read what `save_files` wrote."""
 
     # -- shared behaviour ------------------------------------------------------------------------
     @property
@@ -160,6 +171,7 @@ class Tokenizer(ABC):
         tensors = self.tensors()
         if tensors:
             save_file({k: v.contiguous() for k, v in tensors.items()}, directory / WEIGHTS_FILE)
+        self.save_files(directory)
         return directory
 
     @classmethod
@@ -174,6 +186,7 @@ class Tokenizer(ABC):
                 f"{directory / CONFIG_FILE} does not describe a valid '{cls.name}' tokenizer "
                 f"({exc}); it is corrupt or from an incompatible version."
             ) from exc
+        tokenizer.load_files(directory)
         weights = directory / WEIGHTS_FILE
         if weights.exists():
             try:

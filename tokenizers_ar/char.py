@@ -114,6 +114,9 @@ class CharTokenizer(Tokenizer):
     def count_units(self, example: str) -> int:
         return len(example)
 
+    def unit_counts(self, example: str) -> dict[str, int]:
+        return {"char": len(example), "byte": len(example.encode("utf-8"))}
+
     def state(self) -> dict[str, Any]:
         return {"chars": "".join(self.chars)}
 

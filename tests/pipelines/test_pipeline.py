@@ -281,3 +281,24 @@ def test_score_an_image_of_a_given_class(pixel_run, tmp_path, capsys):
     assert main(["score", str(pixel_run), str(img), "--class", "7"]) == 0
     seven = json.loads(capsys.readouterr().out)["bits_per_unit"]
     assert three != seven  # the class changes the likelihood
+
+
+@pytest.mark.parametrize("recipe", ["bpe_gpt", "char_lstm"])
+def test_text_recipes_train_sample_and_score_per_char_and_byte(recipe, tmp_path, capsys):
+    need_shakespeare()
+    run = tmp_path / "run"
+    assert main(["-q", "train", str(ROOT / f"recipes/debug/{recipe}.yaml"), "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["score", str(run)]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["unit"] == "char" and score["units"] == 111540
+    assert score["bits_per_char"] == score["bits_per_unit"] < 8.1
+    assert score["bits_per_byte"] <= score["bits_per_char"]  # Tiny Shakespeare is ASCII: equal
+    pipe = Pipeline.load(run)
+    text = "Hello there, friend."  # within the debug GPT's 32-token context
+    exact = -pipe.prior.log_prob(pipe.tokenizer.encode(text)[None]).item()
+    assert pipe.score([text]).nats_per_token * pipe.tokenizer.encode(text).numel() == \
+        pytest.approx(exact, rel=1e-4)
+    texts = pipe.sample(2, prompt="ROMEO:", max_new_tokens=20)
+    assert all(t.startswith("ROMEO:") for t in texts)

@@ -127,3 +127,12 @@ def test_resolved_recipe_round_trips(tmp_path):
     again = load_recipe(write(tmp_path, "resolved.yaml", r.to_dict()))
     assert again.to_dict() == r.to_dict()
     assert r.to_dict()["train"] == TrainConfig(max_steps=10).model_dump(mode="json")
+
+
+def test_extends_replaces_a_section_that_names_another_component(tmp_path):
+    write(tmp_path, "base.yaml", BASE)
+    child = write(tmp_path, "child.yaml", {"extends": "base.yaml",
+                                           "prior": {"name": "lstm", "n_hidden": 64}})
+    r = load_recipe(child)
+    assert r.prior.name == "lstm" and r.prior.config.n_hidden == 64  # no GPT keys inherited
+    assert r.train.max_steps == 10

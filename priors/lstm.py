@@ -1,0 +1,123 @@
+"""LSTM prior: Karpathy's char-rnn (2015), a multi-layer LSTM language model (Hochreiter &
+Schmidhuber 1997; Graves 2013), as a tokar prior.
+
+Training runs PyTorch's fused `nn.LSTM` over the whole sequence at once. Decoding carries the
+recurrent state (h, c) through `step`, so every strategy in priors/sampling.py works on it
+unchanged. As in priors/gpt.py, a learned start vector is the input at position 0, so the first
+token is predicted too and log-likelihoods are exact; class conditioning adds a class vector
+to it. The state also remembers the last `max_rewind` (h, c) pairs, so the LSTM can serve as a
+speculative-decoding draft (rewind) and in beam search (reorder).
+
+Unlike a transformer there is no context limit: `max_length` is None, training uses
+`train.seq_len` windows, and scoring carries the state across a whole document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from priors.base import Prior, PriorConfig, StepOutput
+from tokenizers_ar.base import Layout
+
+
+class LSTMConfig(PriorConfig):
+    n_layer: int = Field(2, ge=1)
+    n_embd: int = Field(128, ge=1, description="token embedding width")
+    n_hidden: int = Field(512, ge=1, description="LSTM state width (char-rnn's rnn_size)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between layers and before the head")
+    tie_embeddings: bool = Field(False, description="share input and output embeddings "
+                                 "(Press & Wolf 2017); the state is projected to n_embd first")
+    n_classes: int = Field(0, ge=0)
+    max_rewind: int = Field(16, ge=0, description="tokens a decoding state can rewind")
+
+
+@dataclass
+class LSTMState:
+    h: torch.Tensor  # (n_layer, B, n_hidden)
+    c: torch.Tensor
+    history: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # older (h, c)
+
+
+class LSTM(Prior):
+    name = "lstm"
+    Config = LSTMConfig
+
+    def __init__(self, config: LSTMConfig, vocab_size: int, layout: Layout):
+        super().__init__(config, vocab_size, layout)
+        c = config
+        self.wte = nn.Embedding(vocab_size, c.n_embd)
+        self.start = nn.Parameter(torch.randn(c.n_embd) * 0.02)
+        self.class_emb = nn.Embedding(c.n_classes, c.n_embd) if c.n_classes else None
+        self.lstm = nn.LSTM(c.n_embd, c.n_hidden, c.n_layer, batch_first=True,
+                            dropout=c.dropout if c.n_layer > 1 else 0.0)
+        self.drop = nn.Dropout(c.dropout)
+        if c.tie_embeddings:
+            self.proj = nn.Linear(c.n_hidden, c.n_embd)
+            self.head = nn.Linear(c.n_embd, vocab_size, bias=True)
+            self.head.weight = self.wte.weight
+        else:
+            self.proj = nn.Identity()
+            self.head = nn.Linear(c.n_hidden, vocab_size)
+
+    def _start(self, batch_size: int, cond: torch.Tensor | None) -> torch.Tensor:
+        x = self.start.expand(batch_size, 1, -1)  # (B, 1, n_embd)
+        if self.class_emb is not None:
+            if cond is None:
+                raise ValueError(f"this LSTM is class-conditional (n_classes={self.num_classes}): pass cond")
+            x = x + self.class_emb(cond.view(batch_size)).unsqueeze(1)
+        return x
+
+    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+        return self.head(self.proj(self.drop(out)))  # (B, T, V)
+
+    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = ids.shape
+        if T == 0:
+            return torch.empty(B, 0, self.vocab_size, device=ids.device)
+        x = torch.cat([self._start(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, n_embd)
+        out, _ = self.lstm(x)
+        return self._logits(out)
+
+    # -- incremental decoding ------------------------------------------------------------------
+    def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
+        out, (h, c) = self.lstm(self._start(batch_size, cond))
+        return StepOutput(self._logits(out)[:, -1], LSTMState(h, c))
+
+    def step(self, state: LSTMState, ids: torch.Tensor) -> StepOutput:
+        k, keep = ids.size(1), self.config.max_rewind
+        x = self.wte(ids)  # (B, k, n_embd)
+        # Fused over the tokens no rewind can reach; one at a time over the last `keep`, so
+        # that each of their states is remembered.
+        fused = max(0, k - keep)
+        outs, h, c = [], state.h, state.c
+        if fused:
+            out, (h, c) = self.lstm(x[:, :fused], (h, c))
+            outs.append(out)
+            state.history.clear()
+        history = state.history
+        for t in range(fused, k):
+            history.append((h, c))
+            out, (h, c) = self.lstm(x[:, t : t + 1], (h, c))
+            outs.append(out)
+        del history[: max(0, len(history) - keep)]
+        state.h, state.c = h, c
+        return StepOutput(self._logits(torch.cat(outs, dim=1)), state)
+
+    def rewind(self, state: LSTMState, n: int) -> LSTMState:
+        if n <= 0:
+            return state
+        if n > len(state.history):
+            raise ValueError(f"cannot rewind {n} tokens: this state remembers "
+                             f"{len(state.history)} (lstm.max_rewind={self.config.max_rewind})")
+        state.h, state.c = state.history[-n]
+        del state.history[-n:]
+        return state
+
+    def reorder_state(self, state: LSTMState, index: torch.Tensor) -> LSTMState:
+        pick = lambda t: t.index_select(1, index)  # noqa: E731 - (n_layer, B, H)
+        return LSTMState(pick(state.h), pick(state.c),
+                         [(pick(h), pick(c)) for h, c in state.history])
