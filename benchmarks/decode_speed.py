@@ -8,7 +8,7 @@ on them), the same dimensions in both libraries. Greedy decoding of 256 new toke
 64-token prompt, batch 1 and 16; rounds alternate between the methods, medians reported.
 Batch-1 decoding is bound by memory bandwidth: every token reads every weight once, so the
 ceiling is bandwidth / weight bytes. Peak memory: each method once more in a fresh process
-(its own ru_maxrss).
+(its own VmHWM, which includes the ~300 MiB of importing torch and transformers).
 """
 
 from __future__ import annotations
@@ -108,6 +108,12 @@ METHODS = {
 
 def _child(name, queue):
     METHODS[name]()
+    # VmHWM belongs to this process's own address space; ru_maxrss would carry the parent's
+    # high-water mark across fork + exec.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            queue.put(int(line.split()[1]) / 1024)
+            return
     queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -124,7 +130,12 @@ def peak_mib(name: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory part")
     args = ap.parse_args()
+    if args.memory_only:
+        emit({"benchmark": "decode_speed_memory",
+              "peak_rss_mib": {name: peak_mib(name) for name in METHODS}})
+        return
     models = {"ours": ours(), "hf": hf(), "ours_bf16": to_precision(ours(), "bf16"),
               "ours_int8": to_precision(ours(), "int8")}
     runs = {
