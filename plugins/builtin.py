@@ -20,15 +20,20 @@ def tokar_register_tokenizers(register: Register) -> None:
 def tokar_register_priors(register: Register) -> None:
     from priors.gpt import GPT
     from priors.lstm import LSTM
+    from priors.pixelcnn import PixelCNN
 
     register("gpt", GPT)
     register("lstm", LSTM)
+    register("pixelcnn", PixelCNN)
 
 
 @hookimpl
 def tokar_register_sources(register: Register) -> None:
     from pipelines.data import DigitsSource, HFSource, TextSource
+    from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
 
+    register("binarized_mnist", BinarizedMNISTSource)
+    register("fashion_mnist", FashionMNISTSource)
     register("text", TextSource)
     register("hf", HFSource)
     register("sklearn_digits", DigitsSource)

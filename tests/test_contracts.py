@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from plugins import get_registries
-from priors.testing import PriorContract
+from priors.testing import VOCAB, PriorContract
+from tokenizers_ar import Layout
 from tokenizers_ar.testing import TokenizerContract, example_data
 
 TOKENIZERS = get_registries().tokenizers.names()
@@ -25,10 +27,24 @@ class TestRegisteredTokenizers(TokenizerContract):
         return example_data(tokenizer.modality, n=4, seed=1)
 
 
+# every registered prior, on every layout kind it declares (no skips)
+PRIOR_CASES = [(name, kind) for name in PRIORS
+               for kind in sorted(get_registries().priors.get(name).layouts)]
+
+
 class TestRegisteredPriors(PriorContract):
-    @pytest.fixture(params=PRIORS)
-    def make_prior(self, request):
-        cls = get_registries().priors.get(request.param)
+    @pytest.fixture(params=PRIOR_CASES, ids=[f"{n}-{k}" for n, k in PRIOR_CASES])
+    def case(self, request):
+        return request.param
+
+    @pytest.fixture
+    def prior(self, case, make_prior):
+        torch.manual_seed(0)
+        return make_prior(VOCAB, Layout.seq() if case[1] == "seq" else Layout.grid(3, 4)).eval()
+
+    @pytest.fixture
+    def make_prior(self, case):
+        cls = get_registries().priors.get(case[0])
         small = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16}
         fields = cls.Config.model_fields
 
@@ -51,5 +67,5 @@ class TestConditionalGPT(PriorContract):
 
 
 def test_every_builtin_is_covered():
-    assert {"char", "pixel"} <= set(TOKENIZERS)
-    assert "gpt" in PRIORS
+    assert {"bpe", "char", "pixel"} <= set(TOKENIZERS)
+    assert {"gpt", "lstm", "pixelcnn"} <= set(PRIORS)
