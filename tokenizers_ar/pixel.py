@@ -6,8 +6,9 @@ token = round(value * (levels - 1) / max_value), where max_value is 255 for PIL 
 `max_value` from the config for arrays. With levels == max_value + 1 the round trip is exact; with
 fewer levels encoding is a quantizer, and encode(decode(ids)) == ids still holds.
 
-`decode` returns a PIL image (8-bit, mode "L") for viewing and saving; `to_array` returns values in
-the data's own range. This file does grayscale only; colour is a later extension.
+Colour images are tokenized per subpixel: channels R, G, B within a pixel, pixels in raster
+order, layout (H, W, 3); grayscale has layout (H, W). `decode` returns a PIL image (8-bit, "L" or
+"RGB") for viewing and saving; `to_array` returns values in the data's own range.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class PixelConfig(TokenizerConfig):
     max_value: int = Field(255, ge=1, description="largest value in array inputs (PIL: 255)")
     height: int | None = Field(None, ge=1, description="image height; inferred by fit if unset")
     width: int | None = Field(None, ge=1, description="image width; inferred by fit if unset")
+    channels: int | None = Field(None, description="1 (grayscale) or 3 (RGB); inferred by fit")
 
 
 class PixelTokenizer(Tokenizer):
@@ -42,6 +44,9 @@ class PixelTokenizer(Tokenizer):
         super().__init__(config, **settings)
         self.height = self.config.height
         self.width = self.config.width
+        self.channels = self.config.channels
+        if self.channels not in (None, 1, 3):
+            raise TokenizerError(f"pixel tokenizer: channels must be 1 or 3, got {self.channels}.")
 
     @property
     def lossless(self) -> bool:  # type: ignore[override]
@@ -52,29 +57,36 @@ class PixelTokenizer(Tokenizer):
         return self.height is not None and self.width is not None
 
     @property
+    def _shape(self) -> tuple[int, ...]:
+        return (self.height, self.width) if (self.channels or 1) == 1 else \
+            (self.height, self.width, self.channels)
+
+    @property
     def vocab_size(self) -> int:
         return self.config.levels
 
     @property
     def layout(self) -> Layout:
         self._require_shape()
-        return Layout.grid(self.height, self.width)
+        return Layout.grid(*self._shape)
 
     def fit(self, examples: Iterable[Any]) -> None:
         if self.is_fitted:
             return
         for example in examples:
-            self.height, self.width = self._to_array(example)[0].shape
+            shape = self._to_array(example)[0].shape
+            self.height, self.width = shape[:2]
+            self.channels = self.channels or (shape[2] if len(shape) == 3 else 1)
             return
         raise TokenizerError("pixel tokenizer: no training images to infer the image size from.")
 
     def encode(self, example: Any) -> torch.Tensor:
         self._require_shape()
         values, max_value = self._to_array(example)
-        if values.shape != (self.height, self.width):
+        if values.shape != self._shape:
             raise TokenizerError(
-                f"pixel tokenizer: image of shape {values.shape}, expected ({self.height}, "
-                f"{self.width}) as fitted; resize the images or set tokenizer.height/width."
+                f"pixel tokenizer: image of shape {values.shape}, expected {self._shape} as "
+                "fitted; resize the images or set tokenizer.height/width/channels."
             )
         if values.min() < 0 or values.max() > max_value:
             raise TokenizerError(
@@ -86,47 +98,51 @@ class PixelTokenizer(Tokenizer):
         return torch.from_numpy(ids)
 
     def to_array(self, ids: torch.Tensor | Sequence[int]) -> np.ndarray:
-        """Ids -> (H, W) array of values in the data's own range [0, max_value]."""
+        """Ids -> (H, W[, 3]) array of values in the data's own range [0, max_value]."""
         return self._dequantize(ids, self.config.max_value)
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> Image.Image:
-        return Image.fromarray(self._dequantize(ids, 255).astype(np.uint8), mode="L")
+        mode = "L" if (self.channels or 1) == 1 else "RGB"
+        return Image.fromarray(self._dequantize(ids, 255).astype(np.uint8), mode=mode)
 
     def count_units(self, example: Any) -> int:
         self._require_shape()
-        return self.height * self.width
+        return int(np.prod(self._shape))
 
     def state(self) -> dict[str, Any]:
-        return {"height": self.height, "width": self.width}
+        return {"height": self.height, "width": self.width, "channels": self.channels}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.height = state.get("height", self.height)
         self.width = state.get("width", self.width)
+        self.channels = state.get("channels", self.channels)
 
     def _dequantize(self, ids: torch.Tensor | Sequence[int], max_value: int) -> np.ndarray:
         self._require_shape()
         ids = torch.as_tensor(ids).reshape(-1)
-        if ids.numel() != self.height * self.width:
+        n = int(np.prod(self._shape))
+        if ids.numel() != n:
             raise TokenizerError(
                 f"pixel tokenizer: got {ids.numel()} ids, an image needs "
-                f"{self.height}x{self.width} = {self.height * self.width}."
+                f"{'x'.join(map(str, self._shape))} = {n}."
             )
         if ids.min() < 0 or ids.max() >= self.config.levels:
             raise TokenizerError(f"pixel tokenizer: ids must lie in [0, {self.config.levels}).")
         values = ids.double().numpy() * (max_value / (self.config.levels - 1))
-        return np.rint(values).astype(np.int64).reshape(self.height, self.width)
+        return np.rint(values).astype(np.int64).reshape(self._shape)
 
     def _to_array(self, example: Any) -> tuple[np.ndarray, int]:
         """(H, W) integer array and the largest value that array may hold."""
         if isinstance(example, Image.Image):
-            return np.asarray(example.convert("L"), dtype=np.int64), 255
+            rgb = self.channels == 3 or (self.channels is None and example.mode not in ("L", "1", "P"))
+            return np.asarray(example.convert("RGB" if rgb else "L"), dtype=np.int64), 255
         array = np.asarray(example.numpy() if torch.is_tensor(example) else example)
         if array.ndim == 3 and array.shape[-1] == 1:
             array = array[..., 0]
-        if array.ndim != 2:
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
             raise TokenizerError(
-                f"pixel tokenizer: expected a grayscale image (H, W), got an array of shape "
-                f"{array.shape}. Colour images are not supported by this tokenizer yet."
+                f"pixel tokenizer: expected an image (H, W) or (H, W, 3), got an array of shape "
+                f"{array.shape}."
             )
         if not np.issubdtype(array.dtype, np.integer) and not np.all(np.equal(np.mod(array, 1), 0)):
             raise TokenizerError(

@@ -46,7 +46,25 @@ def test_bad_images_are_clear_errors():
         tok.encode(np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(TokenizerError, match="max_value"):
         tok.encode(np.full((8, 8), 40))
-    with pytest.raises(TokenizerError, match="grayscale"):
-        tok.encode(np.zeros((8, 8, 3)))
+    with pytest.raises(TokenizerError, match=r"\(H, W\) or \(H, W, 3\)"):
+        tok.encode(np.zeros((8, 8, 4)))
+    with pytest.raises(TokenizerError, match="expected \\(8, 8\\)"):
+        tok.encode(np.zeros((8, 8, 3), dtype=np.uint8))
     with pytest.raises(TokenizerError, match="fit"):
         PixelTokenizer().encode(np.zeros((8, 8)))
+
+
+def test_rgb_subpixels_in_raster_order_with_channels_innermost():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8), mode="RGB")
+    tok = PixelTokenizer()
+    tok.fit([img])
+    assert tok.layout == Layout.grid(3, 4, 3)
+    ids = tok.encode(img)
+    assert ids.shape == (3, 4, 3)
+    flat = ids.reshape(-1)
+    r, g, b = np.asarray(img)[0, 1]
+    assert flat[3:6].tolist() == [r, g, b]  # pixel (0, 1): R, G, B after pixel (0, 0)
+    back = tok.decode(flat)
+    assert back.mode == "RGB" and np.array_equal(np.asarray(back), np.asarray(img))
+    assert tok.count_units(img) == 36
