@@ -11,10 +11,10 @@ units tanh(W_f x) * sigmoid(W_g x), residual connections on the horizontal stack
 connections to a 1x1-conv head with a softmax over the vocabulary. Class conditioning adds a
 learned per-class bias to every gate (the h in the paper's conditional form).
 
-Decoding: `step` keeps a canvas of the tokens so far and recomputes only the rows that can
-change (a causal convolution's rows <= r depend only on input rows <= r). Not here yet: the
-cached generation of Fast PixelCNN++ (Ramachandran et al. 2017), RGB channel masking, and the
-discretized logistic mixture output of PixelCNN++.
+Decoding is cached as in Fast PixelCNN++ (Ramachandran et al. 2017): per layer, the vertical
+stack's recent rows and the current row of the horizontal stack, so a new pixel costs one column
+per layer (see `step`). Not here yet: RGB channel masking and the discretized logistic mixture
+output of PixelCNN++.
 """
 
 from __future__ import annotations
@@ -82,11 +82,18 @@ class GatedLayer(nn.Module):
 
 
 @dataclass
-class CanvasState:
-    canvas: torch.Tensor  # (B, H, W) tokens so far (zeros elsewhere)
-    pos: int  # tokens written
-    cond: torch.Tensor | None
+class FastState:
+    """Caches of fast generation (Ramachandran et al. 2017), per layer l:
+    v[l]: the vertical stack's input, row by row (B, C, H, W): v[0] is the embedded image;
+    vpre[l]: the vertical pre-activations of the last complete row (B, 2C, W), for the
+    horizontal stack of the current row; h[l]: the horizontal input of the current row
+    (B, C, W): h[0] is the embedded current row."""
 
+    v: list[torch.Tensor]
+    vpre: list[torch.Tensor]
+    h: list[torch.Tensor]
+    pos: int  # pixels written
+    cond: torch.Tensor | None
 
 class PixelCNN(Prior):
     name = "pixelcnn"
@@ -131,28 +138,73 @@ class PixelCNN(Prior):
         return logits.permute(0, 2, 3, 1).reshape(B, self.height * self.width, -1)  # (B, T, V)
 
     # -- incremental decoding ------------------------------------------------------------------
+    # Generating pixel (r, c) needs (a) the vertical stacks' row r - 1, computed once per row
+    # from each layer's last k//2 + 1 rows, and (b) a k//2 + 1 wide window of each layer's
+    # horizontal input in row r. Each new pixel then costs one column per layer instead of a
+    # pass over the image.
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
-        device = self.embed.weight.device
-        state = CanvasState(torch.zeros(batch_size, self.height, self.width, dtype=torch.long,
-                                        device=device), 0, cond)
-        return StepOutput(self._next_logits(state, 1)[:, 0], state)
+        if self.num_classes and cond is None:
+            raise ValueError(f"this PixelCNN is class-conditional (n_classes={self.num_classes}): pass cond")
+        p = self.embed.weight
+        C, L = self.config.n_channels, self.config.n_layer
+        zeros = lambda *s: torch.zeros(batch_size, *s, dtype=p.dtype, device=p.device)  # noqa: E731
+        state = FastState(v=[zeros(C, self.height, self.width) for _ in range(L)],
+                          vpre=[zeros(2 * C, self.width) for _ in range(L)],  # row -1: zeros
+                          h=[zeros(C, self.width) for _ in range(L + 1)], pos=0, cond=cond)
+        return StepOutput(self._pixel_logits(state), state)
 
-    def step(self, state: CanvasState, ids: torch.Tensor) -> StepOutput:
-        B, k = ids.shape
-        flat = state.canvas.view(B, -1)
-        flat[:, state.pos : state.pos + k] = ids
-        state.pos += k
-        return StepOutput(self._next_logits(state, k), state)
-
-    def _next_logits(self, state: CanvasState, k: int) -> torch.Tensor:
-        """Logits for the k positions after the last k written (the first after the start)."""
+    def step(self, state: FastState, ids: torch.Tensor) -> StepOutput:
         T = self.height * self.width
-        first = state.pos - k + 1 if state.pos else 0  # positions whose logits are wanted
-        last = min(state.pos, T - 1) if state.pos else 0
-        rows = last // self.width + 1  # causal: rows < `rows` need only input rows < `rows`
-        logits = self._grid_logits(state.canvas[:, :rows], state.cond)  # (B, V, rows, W)
-        flat = logits.permute(0, 2, 3, 1).reshape(state.canvas.size(0), rows * self.width, -1)
-        out = flat[:, first : last + 1]
-        if out.size(1) < k:  # past the last pixel: nothing left to predict, pad for the API
-            out = torch.cat([out, out[:, -1:].expand(-1, k - out.size(1), -1)], dim=1)
-        return out
+        outs = []
+        for t in range(ids.size(1)):
+            r, c = divmod(state.pos, self.width)
+            x = self.embed(ids[:, t])  # (B, C)
+            state.v[0][:, :, r, c] = x
+            state.h[0][:, :, c] = x
+            state.pos += 1
+            if state.pos == T:  # the image is complete: nothing left to predict
+                outs.append(outs[-1] if outs else torch.zeros(ids.size(0), self.vocab_size,
+                                                             device=ids.device))
+                continue
+            if state.pos % self.width == 0:  # row r is complete: advance the vertical stacks
+                self._advance_rows(state, r)
+                for h in state.h:
+                    h.zero_()
+            outs.append(self._pixel_logits(state))
+        return StepOutput(torch.stack(outs, dim=1), state)
+
+    def _advance_rows(self, state: FastState, r: int) -> None:
+        """Vertical pre-activations of row r in every layer, and the next layer's input row."""
+        k = self.config.kernel_size
+        for i, layer in enumerate(self.layers):
+            rows = state.v[i][:, :, max(0, r - k // 2) : r + 1]
+            rows = F.pad(rows, (0, 0, k // 2 + 1 - rows.size(2), 0))  # rows above the image: 0
+            pre = F.conv2d(rows, layer.v_conv.weight, layer.v_conv.bias, padding=(0, k // 2))[:, :, 0]
+            state.vpre[i] = pre  # (B, 2C, W): fed to the horizontal stack before any class bias
+            if i + 1 < len(self.layers):
+                if layer.cond is not None:
+                    pre = pre + layer.cond(state.cond)[:, : pre.size(1), None]
+                state.v[i + 1][:, :, r] = torch.tanh(pre[:, ::2]) * torch.sigmoid(pre[:, 1::2])
+
+    def _pixel_logits(self, state: FastState) -> torch.Tensor:
+        """Logits (B, V) of the next pixel (r, c) = divmod(pos, W)."""
+        k = self.config.kernel_size
+        r, c = divmod(state.pos, self.width)
+        skips = 0
+        for i, layer in enumerate(self.layers):
+            h = state.h[i]
+            # the horizontal window: columns c - k//2 .. c (layer 0: shifted right by one)
+            end = c if i == 0 else c + 1
+            window = h[:, :, max(0, end - (k // 2 + 1)) : end]
+            window = F.pad(window, (k // 2 + 1 - window.size(2), 0))[:, :, None]  # (B, C, 1, k//2+1)
+            pre = F.conv2d(window, layer.h_conv.weight, layer.h_conv.bias)[:, :, 0, 0]  # (B, 2C)
+            pre = pre + F.conv2d(state.vpre[i][:, :, c, None, None], layer.v_to_h.weight,
+                                 layer.v_to_h.bias)[:, :, 0, 0]
+            if layer.cond is not None:
+                pre = pre + layer.cond(state.cond)[:, pre.size(1) :]
+            gated = torch.tanh(pre[:, ::2]) * torch.sigmoid(pre[:, 1::2])
+            out = F.conv2d(gated[:, :, None, None], layer.h_out.weight, layer.h_out.bias)[:, :, 0, 0]
+            state.h[i + 1][:, :, c] = out + (0 if i == 0 else h[:, :, c])
+            skips = skips + F.conv2d(gated[:, :, None, None], layer.skip.weight,
+                                     layer.skip.bias)
+        return self.head(skips)[:, :, 0, 0]  # (B, V)
