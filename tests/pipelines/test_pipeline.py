@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipelines import Pipeline
 from pipelines.cli import main
+from pipelines.recipe import load_raw
 from plugins.errors import (
     CheckpointError,
     DataError,
@@ -302,3 +303,18 @@ def test_text_recipes_train_sample_and_score_per_char_and_byte(recipe, tmp_path,
         pytest.approx(exact, rel=1e-4)
     texts = pipe.sample(2, prompt="ROMEO:", max_new_tokens=20)
     assert all(t.startswith("ROMEO:") for t in texts)
+
+
+def test_pixelcnn_pipeline_trains_samples_by_class_and_scores(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["-q", "train", str(ROOT / "recipes/debug/pixel_pixelcnn.yaml"), "--run-dir",
+                 str(run), "--no-progress"]) == 0
+    assert main(["sample", str(run), "-n", "4", "--class", "5", "--out", str(tmp_path / "g.png")]) == 0
+    capsys.readouterr()
+    assert main(["score", str(run)]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert score["unit"] == "subpixel" and score["bits_per_unit"] < np.log2(17)
+    text_recipe = load_raw(DEBUG_CHAR)
+    text_recipe["prior"] = {"name": "pixelcnn"}  # a text layout it cannot model: caught early
+    with pytest.raises(RecipeError, match="'pixelcnn' models grid layouts but tokenizer 'char'"):
+        Pipeline.from_recipe(text_recipe)
