@@ -288,6 +288,9 @@ class Pipeline:
             prompt_ids = self.tokenizer.encode(prompt).reshape(1, -1).repeat(n, 1).to(device)
         if layout.kind == "grid":
             settings["max_new_tokens"] = layout.length
+            if stop or settings.get("stop_tokens") or (settings.get("num_beams") or 1) > 1:
+                raise TokarError("stop tokens and beam search apply to sequences; this run "
+                                 "models fixed-size grids.")
         settings["stop_tokens"] = [*settings.get("stop_tokens", []), *self._stop_ids(stop)]
         try:
             config = DecodeConfig(**settings)

@@ -42,6 +42,10 @@ class LayoutError(TokarError):
     """A tokenizer layout that the chosen prior cannot model."""
 
 
+class DecodingError(TokarError):
+    """Decoding settings that cannot work together (or with this prior or layout)."""
+
+
 class CheckpointError(TokarError):
     """A missing, truncated or corrupt checkpoint or saved component."""
 

@@ -104,6 +104,11 @@ class Prior(nn.Module, ABC):
             "available for it (implement Prior.reorder_state)."
         )
 
+    @property
+    def max_rewind(self) -> int:
+        """The most tokens `rewind` can forget at once (0: it cannot rewind)."""
+        return 0
+
     def rewind(self, state: Any, n: int) -> Any:
         """Forget the last `n` tokens fed to `state` (speculative decoding drops rejected
         drafts this way)."""

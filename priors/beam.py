@@ -55,7 +55,7 @@ def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors,
         order = (src + torch.arange(batch_size, device=device)[:, None] * nb).view(-1)  # (rows,)
         seqs = torch.cat([seqs[order], new_tok.view(rows, 1)], dim=1)
         context = context[order]
-        if bool((scores == NEG_INF).all()) or t + 1 == n or _settled(finished, scores, nb, t + 1, alpha):
+        if bool((scores == NEG_INF).all()) or t + 1 == n or _settled(finished, scores, nb, t + 1, n, alpha):
             break
         state = prior.reorder_state(state, order)
         step_logits, state = prior.step(state, new_tok.view(rows, 1))
@@ -66,22 +66,23 @@ def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors,
             if scores[b, j] > NEG_INF:
                 finished[b].append((scores[b, j].item() / seqs.size(1) ** alpha, seqs[b * nb + j]))
     best = [max(f, key=lambda x: x[0])[1] for f in finished]
-    width = max(len(h) for h in best)
-    tokens = torch.stack([torch.cat([h, h[-1:].expand(width - len(h))]) for h in best])
+    # padded to max_new_tokens with each row's last token, as every strategy returns
+    tokens = torch.stack([torch.cat([h, h[-1:].expand(n - len(h))]) for h in best])
     lengths = torch.tensor([len(h) for h in best], device=device)
     return Generation(tokens, lengths)
 
 
-def _settled(finished, scores, nb, length, alpha) -> bool:
-    """Every sequence has nb finished hypotheses that no live beam can still beat (log-probs
-    only fall, so a live beam's best normalised score is at most its score / length**alpha
-    when alpha >= 0)."""
-    if alpha < 0:
-        return False
+def _settled(finished, scores, nb, length, max_length, alpha) -> bool:
+    """Every sequence has nb finished hypotheses that no live beam can still beat. A live
+    beam's log-probability s <= 0 only falls; its normalised score s' / L**alpha at a final
+    length L in [length, max_length] is therefore at most s / max_length**alpha when alpha > 0
+    (a longer length divides a negative score by more) and s / length**alpha when alpha <= 0."""
     for b, done in enumerate(finished):
         if len(done) < nb:
             return False
         worst = sorted(s for s, _ in done)[-nb]
-        if scores[b].max().item() / length ** alpha > worst:
+        best_live = scores[b].max().item()
+        bound = best_live / (max_length ** alpha if alpha > 0 else length ** alpha)
+        if bound > worst:
             return False
     return True

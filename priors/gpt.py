@@ -108,9 +108,22 @@ class KVCache:
     k: torch.Tensor  # (n_layer, B, nh, block_size, hs)
     v: torch.Tensor
     pos: int
-    tokens: torch.Tensor  # (B, n) the newest tokens fed, to rebuild the window when it slides
+    history: torch.Tensor  # (B, capacity) every token fed; the first `seen` are valid
     cond: torch.Tensor | None
     seen: int = 0  # tokens fed since the start
+
+    def append(self, ids: torch.Tensor) -> None:
+        end = self.seen + ids.size(1)
+        if end > self.history.size(1):  # grow geometrically: appends stay O(1) amortised
+            grown = self.history.new_zeros(self.history.size(0), max(end, 2 * self.history.size(1)))
+            grown[:, : self.seen] = self.history[:, : self.seen]
+            self.history = grown
+        self.history[:, self.seen : end] = ids
+        self.seen = end
+
+    def last(self, n: int) -> torch.Tensor:
+        """The newest n tokens fed (B, n)."""
+        return self.history[:, self.seen - n : self.seen]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         T = k.size(2)
@@ -205,7 +218,7 @@ class GPT(Prior):
             k=torch.empty(shape, dtype=p.dtype, device=p.device),
             v=torch.empty(shape, dtype=p.dtype, device=p.device),
             pos=0,
-            tokens=torch.empty(batch_size, 0, dtype=torch.long, device=p.device),
+            history=torch.zeros(batch_size, c.block_size, dtype=torch.long, device=p.device),
             cond=cond,
         )
         logits = self._run(self._start_embedding(batch_size, cond), cache)
@@ -220,9 +233,7 @@ class GPT(Prior):
             take = min(B - state.pos, k - i)
             chunk = ids[:, i : i + take]
             outs.append(self._run(self.wte(chunk), state))
-            # History beyond two windows is never needed again (one for rewinds after a slide).
-            state.tokens = torch.cat([state.tokens, chunk], dim=1)[:, -2 * B :]
-            state.seen += take
+            state.append(chunk)
             i += take
         return StepOutput(torch.cat(outs, dim=1), state)
 
@@ -241,26 +252,29 @@ class GPT(Prior):
     def _refill(self, state: KVCache, keep: int) -> torch.Tensor:
         """Rebuild the cache from the start token and the newest `keep` tokens of the history."""
         state.pos = 0
-        tokens = state.tokens[:, state.tokens.size(1) - keep :]
+        tokens = state.last(keep)
         x = torch.cat([self._start_embedding(tokens.size(0), state.cond), self.wte(tokens)], 1)
         return self._run(x, state)
 
     def reorder_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         state.k = state.k.index_select(1, index)
         state.v = state.v.index_select(1, index)
-        state.tokens = state.tokens.index_select(0, index)
+        state.history = state.history.index_select(0, index)
         state.cond = state.cond.index_select(0, index) if state.cond is not None else None
         return state
+
+    @property
+    def max_rewind(self) -> int:
+        return self.config.block_size - 1
 
     def rewind(self, state: KVCache, n: int) -> KVCache:
         if n <= 0:
             return state
-        if n >= self.config.block_size or n > state.tokens.size(1):
-            raise ValueError(f"cannot rewind {n} tokens (at most block_size - 1, and only tokens "
-                             "this state has seen)")
+        if n > self.max_rewind or n > state.seen:
+            raise ValueError(f"cannot rewind {n} tokens (at most block_size - 1 = "
+                             f"{self.max_rewind}, and only tokens this state has seen)")
         seen = state.seen - n
         current = state.seen - (state.pos - 1)
-        state.tokens = state.tokens[:, : state.tokens.size(1) - n]
         state.seen = seen
         start = self._window_start(seen)
         if start == current:  # same window: later cache entries are simply overwritten

@@ -107,6 +107,10 @@ class LSTM(Prior):
         state.h, state.c = h, c
         return StepOutput(self._logits(torch.cat(outs, dim=1)), state)
 
+    @property
+    def max_rewind(self) -> int:
+        return self.config.max_rewind
+
     def rewind(self, state: LSTMState, n: int) -> LSTMState:
         if n <= 0:
             return state

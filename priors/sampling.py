@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from plugins.errors import DecodingError
 from priors.base import Prior
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -166,19 +167,15 @@ def pick(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None) 
     if greedy:
         return logits.argmax(dim=-1, keepdim=True)
     probs = torch.softmax(logits, dim=-1)
-    if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
+    if generator is not None and generator.device != probs.device:  # sample where the generator is
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator)
 
 
 def feed(prior: Prior, state, ids: torch.Tensor):
-    """Feed a (possibly long) prompt in chunks the prior accepts; returns (last logits, state)."""
-    chunk = max(1, (prior.max_length or ids.size(1) + 1) // 2)
-    logits = None
-    for s in range(0, ids.size(1), chunk):
-        out, state = prior.step(state, ids[:, s : s + chunk])
-        logits = out[:, -1]
-    return logits, state
+    """Feed ids (B, k) in one call (priors split what they must); returns (last logits, state)."""
+    out, state = prior.step(state, ids)
+    return out[:, -1], state
 
 
 def start(prior: Prior, batch_size: int, cond: torch.Tensor | None, prompt: torch.Tensor | None):
@@ -214,6 +211,9 @@ def generate(
     target passes).
     """
     config = config or DecodeConfig()
+    if draft is not None and config.num_beams > 1:
+        raise DecodingError("beam search and speculative decoding do not combine: drop the draft "
+                            "or set num_beams=1.")
     all_processors = [*config.builtin_processors(), *processors]
     if prompt is not None and prompt.size(0) != batch_size:
         raise ValueError(f"prompt has {prompt.size(0)} rows, batch_size is {batch_size}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from plugins.errors import DecodingError
 from priors.base import Prior
 from priors.sampling import DecodeConfig, Generation, feed, process, start
 
@@ -32,18 +33,33 @@ def _dist(logits: torch.Tensor, context: list[int], processors, greedy: bool) ->
 
 
 def _draw(probs: torch.Tensor, generator) -> int:
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator).item())
+    device = generator.device if generator is not None else probs.device
+    return int(torch.multinomial(probs.to(device), 1, generator=generator).item())
 
 
 def speculative(target: Prior, draft: Prior, batch_size: int, config: DecodeConfig, processors,
                 cond, prompt, generator) -> Generation:
     if batch_size != 1:
-        raise ValueError("speculative decoding generates one sequence at a time (n=1); drop the "
-                         "draft prior for batched sampling")
+        raise DecodingError("speculative decoding generates one sequence at a time (n=1); drop "
+                            "the draft prior for batched sampling")
     if draft.vocab_size != target.vocab_size:
-        raise ValueError(f"draft vocabulary ({draft.vocab_size}) differs from the target's "
-                         f"({target.vocab_size}): both must use the same tokenizer")
+        raise DecodingError(f"draft vocabulary ({draft.vocab_size}) differs from the target's "
+                            f"({target.vocab_size}): both must use the same tokenizer")
+    # the target forgets up to k rejected drafts, the draft up to k - 1
+    k_max = min(config.num_draft_tokens, target.max_rewind, draft.max_rewind + 1)
+    if k_max < 1:
+        raise DecodingError(f"speculative decoding needs priors that can rewind: target "
+                            f"'{target.name}' rewinds {target.max_rewind} tokens, draft "
+                            f"'{draft.name}' {draft.max_rewind}.")
+    was_training = draft.training
     draft.eval()
+    try:
+        return _speculative(target, draft, config, k_max, processors, cond, prompt, generator)
+    finally:
+        draft.train(was_training)
+
+
+def _speculative(target, draft, config, k_max, processors, cond, prompt, generator) -> Generation:
     n, greedy = config.max_new_tokens, config.greedy
     t_logits, t_state, ctx = start(target, 1, cond, prompt)
     d_logits, d_state, _ = start(draft, 1, cond, prompt)
@@ -55,7 +71,7 @@ def speculative(target: Prior, draft: Prior, batch_size: int, config: DecodeConf
     proposed = accepted = 0
 
     while len(out) < n:
-        k = min(config.num_draft_tokens, n - len(out) - 1)  # a round adds at most k + 1 tokens
+        k = min(k_max, n - len(out) - 1)  # a round adds at most k + 1 tokens
         # 1. the draft catches up, then proposes k tokens
         drafts: list[int] = []
         q: list[torch.Tensor] = []
@@ -81,8 +97,9 @@ def speculative(target: Prior, draft: Prior, batch_size: int, config: DecodeConf
         while j < k:
             p_j = _dist(p_logits[j], context + out + drafts[:j], processors, greedy)
             x = drafts[j]
-            ok = bool(p_j[x] > 0) if greedy else \
-                torch.rand(1, generator=generator).item() < min(1.0, (p_j[x] / q[j][x]).item())
+            u = torch.rand(1, generator=generator,
+                           device=generator.device if generator is not None else "cpu").item()
+            ok = bool(p_j[x] > 0) if greedy else u < min(1.0, (p_j[x] / q[j][x]).item())
             if not ok:
                 residual = (p_j - q[j]).clamp(min=0)
                 residual = residual / residual.sum() if residual.sum() > 0 else p_j

@@ -24,6 +24,18 @@ from pydantic import Field
 from plugins.errors import TokenizerError
 from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig
 
+_PIL_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")  # 8-bit modes; others go through arrays
+
+
+def _is_colour(image: Image.Image) -> bool:
+    """RGB(A) images are colour; a palette image is colour if its palette leaves gray."""
+    if image.mode in ("RGB", "RGBA"):
+        return True
+    if image.mode != "P":
+        return False
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+
 
 class PixelConfig(TokenizerConfig):
     levels: int = Field(256, ge=2, le=256, description="values a pixel can take")
@@ -71,7 +83,7 @@ class PixelTokenizer(Tokenizer):
         return Layout.grid(*self._shape)
 
     def fit(self, examples: Iterable[Any]) -> None:
-        if self.is_fitted:
+        if self.is_fitted and self.channels is not None:
             return
         for example in examples:
             shape = self._to_array(example)[0].shape
@@ -134,7 +146,12 @@ class PixelTokenizer(Tokenizer):
     def _to_array(self, example: Any) -> tuple[np.ndarray, int]:
         """(H, W) integer array and the largest value that array may hold."""
         if isinstance(example, Image.Image):
-            rgb = self.channels == 3 or (self.channels is None and example.mode not in ("L", "1", "P"))
+            if example.mode not in _PIL_MODES:
+                raise TokenizerError(
+                    f"pixel tokenizer: PIL mode {example.mode!r} is not 8-bit; pass the image as "
+                    "an array with tokenizer.max_value set to its largest value."
+                )
+            rgb = self.channels == 3 or (self.channels is None and _is_colour(example))
             return np.asarray(example.convert("RGB" if rgb else "L"), dtype=np.int64), 255
         array = np.asarray(example.numpy() if torch.is_tensor(example) else example)
         if array.ndim == 3 and array.shape[-1] == 1:

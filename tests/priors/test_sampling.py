@@ -194,3 +194,61 @@ def test_rewind_and_reorder_state():
     _, ref = model.init_state(3)
     want, _ = model.step(ref, ids[[2, 2, 0], :3])
     torch.testing.assert_close(got[:, -1], want[:, -1], atol=1e-5, rtol=1e-5)
+
+
+
+
+def test_beam_search_does_not_stop_before_a_better_hypothesis_can_finish():
+    # Stop token 0. From the start: P(0) = .45 (finishes at once, normalised -0.80), P(1) = .55;
+    # after 1: P(3) = .95; after 3: P(0) = .95. [1, 3, 0] scores log(.55*.95*.95)/3 = -0.23.
+    from priors.base import Prior, StepOutput
+
+    table = torch.full((5, 4), 1e-6)
+    table[4] = torch.tensor([0.45, 0.55, 1e-6, 1e-6])  # row 4: the start
+    table[1, 3], table[3, 0] = 0.95, 0.95
+    table[0, 0] = table[2, 0] = 0.95
+    logt = table.log()
+
+    class Chain(Prior):
+        name = "chain"
+
+        def forward(self, ids, cond=None):
+            prev = torch.cat([torch.full_like(ids[:, :1], 4), ids[:, :-1]], 1)
+            return logt[prev]
+
+        def init_state(self, b, cond=None):
+            return StepOutput(logt[4].expand(b, -1), None)
+
+        def step(self, state, ids):
+            return StepOutput(logt[ids], state)
+
+        def reorder_state(self, state, index):
+            return state
+
+    prior = Chain(Chain.Config(), 4, Layout.seq())
+    out = generate(prior, 1, DecodeConfig(max_new_tokens=5, num_beams=2, stop_tokens=[0]))
+    assert out.tokens[0, : out.lengths[0]].tolist() == [1, 3, 0]
+    assert out.tokens.shape == (1, 5)  # padded to max_new_tokens like every strategy
+
+
+def test_speculative_draft_length_is_clamped_to_what_the_priors_can_rewind():
+    target, draft = gpt(block_size=4), gpt(seed=1, n_layer=1, block_size=4)
+    cfg = DecodeConfig(max_new_tokens=30, greedy=True, num_draft_tokens=6)
+    assert torch.equal(generate(target, 1, cfg, draft=draft).tokens, generate(target, 1, cfg).tokens)
+
+
+def test_gpt_rewinds_stay_exact_after_many_rewinds():
+    model = gpt(block_size=5)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 7, (1, 60), generator=g)
+    _, state = model.init_state(1)
+    fed = 0
+    for _ in range(25):  # feed 3, rewind 2, repeatedly: the window must always match a fresh run
+        _, state = model.step(state, ids[:, fed : fed + 3])
+        state = model.rewind(state, 2)
+        fed += 1
+        got, state = model.step(state, ids[:, fed : fed + 1])
+        fed += 1
+        _, ref = model.init_state(1)
+        want = torch.cat([model.step(ref, ids[:, t : t + 1]).logits for t in range(fed)], 1)
+        torch.testing.assert_close(got[:, -1], want[:, -1], atol=1e-5, rtol=1e-5)

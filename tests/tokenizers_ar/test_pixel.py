@@ -68,3 +68,20 @@ def test_rgb_subpixels_in_raster_order_with_channels_innermost():
     back = tok.decode(flat)
     assert back.mode == "RGB" and np.array_equal(np.asarray(back), np.asarray(img))
     assert tok.count_units(img) == 36
+
+
+def test_image_modes():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    palette_gray = Image.fromarray(gray).convert("P")
+    tok = PixelTokenizer()
+    tok.fit([palette_gray])
+    assert tok.layout == Layout.grid(3, 4)  # a gray palette image is grayscale
+    colour = Image.fromarray(np.dstack([gray, gray[::-1], gray]).astype(np.uint8)).convert("P")
+    tok = PixelTokenizer()
+    tok.fit([colour])
+    assert tok.layout == Layout.grid(3, 4, 3)
+    tok = PixelTokenizer(height=3, width=4)  # size given: fit still learns the channels
+    tok.fit([Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8))])
+    assert tok.channels == 3
+    with pytest.raises(TokenizerError, match="not 8-bit"):
+        PixelTokenizer(height=3, width=4).encode(Image.fromarray(gray.astype(np.int32) * 100))
