@@ -47,6 +47,26 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none")
 
 
+class StartToken(nn.Module):
+    """The input at position 0 of a sequence prior: a learned start vector, plus a learned class
+    vector when the prior is class-conditional. It lets the prior predict the first token too,
+    so likelihoods cover every token and sampling needs no seed text."""
+
+    def __init__(self, n_embd: int, n_classes: int = 0):
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(n_embd) * 0.02)
+        self.class_emb = nn.Embedding(n_classes, n_embd) if n_classes else None
+
+    def forward(self, batch_size: int, cond: torch.Tensor | None) -> torch.Tensor:
+        x = self.start.expand(batch_size, 1, -1)  # (B, 1, n_embd)
+        if self.class_emb is not None:
+            if cond is None:
+                raise ValueError(f"this prior is class-conditional ({self.class_emb.num_embeddings} "
+                                 "classes): pass cond, the class labels")
+            x = x + self.class_emb(cond.view(batch_size)).unsqueeze(1)
+        return x
+
+
 class Prior(nn.Module, ABC):
     """Base class of every prior. Subclasses set `name`, `Config` and implement `forward`,
     `init_state` and `step`; `layouts` lists the layout kinds they can model."""

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from plugins.errors import LayoutError
-from priors.base import Prior, PriorConfig, StepOutput
+from priors.base import Prior, PriorConfig, StartToken, StepOutput
 from tokenizers_ar.base import Layout
 
 
@@ -144,8 +144,7 @@ class GPT(Prior):
         super().__init__(config, vocab_size, layout)
         self.wte = nn.Embedding(vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.start = nn.Parameter(torch.zeros(config.n_embd))  # the start-of-sequence embedding
-        self.class_emb = nn.Embedding(config.n_classes, config.n_embd) if config.n_classes else None
+        self.start = StartToken(config.n_embd, config.n_classes)
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -153,7 +152,6 @@ class GPT(Prior):
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
 
         self.apply(self._init_weights)
-        nn.init.normal_(self.start, std=0.02)
         for pn, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if pn.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
@@ -182,14 +180,6 @@ class GPT(Prior):
     def max_length(self) -> int:
         return self.config.block_size
 
-    def _start_embedding(self, batch_size: int, cond: torch.Tensor | None) -> torch.Tensor:
-        x = self.start.expand(batch_size, 1, -1)  # (B, 1, C)
-        if self.class_emb is not None:
-            if cond is None:
-                raise ValueError(f"this GPT is class-conditional (n_classes={self.num_classes}): pass cond")
-            x = x + self.class_emb(cond.view(batch_size)).unsqueeze(1)
-        return x
-
     def _run(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         pos0 = cache.pos if cache is not None else 0
         pos = torch.arange(pos0, pos0 + x.size(1), device=x.device)
@@ -206,7 +196,7 @@ class GPT(Prior):
             raise LayoutError(
                 f"sequence of {T} tokens is longer than block_size {self.config.block_size}"
             )
-        x = torch.cat([self._start_embedding(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, C)
+        x = torch.cat([self.start(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, C)
         return self._run(x, None)
 
     # -- incremental decoding ------------------------------------------------------------------
@@ -221,7 +211,7 @@ class GPT(Prior):
             history=torch.zeros(batch_size, c.block_size, dtype=torch.long, device=p.device),
             cond=cond,
         )
-        logits = self._run(self._start_embedding(batch_size, cond), cache)
+        logits = self._run(self.start(batch_size, cond), cache)
         return StepOutput(logits[:, -1], cache)
 
     def step(self, state: KVCache, ids: torch.Tensor) -> StepOutput:
@@ -253,7 +243,7 @@ class GPT(Prior):
         """Rebuild the cache from the start token and the newest `keep` tokens of the history."""
         state.pos = 0
         tokens = state.last(keep)
-        x = torch.cat([self._start_embedding(tokens.size(0), state.cond), self.wte(tokens)], 1)
+        x = torch.cat([self.start(tokens.size(0), state.cond), self.wte(tokens)], 1)
         return self._run(x, state)
 
     def reorder_state(self, state: KVCache, index: torch.Tensor) -> KVCache:

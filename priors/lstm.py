@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from priors.base import Prior, PriorConfig, StepOutput
+from priors.base import Prior, PriorConfig, StartToken, StepOutput
 from tokenizers_ar.base import Layout
 
 
@@ -50,8 +50,7 @@ class LSTM(Prior):
         super().__init__(config, vocab_size, layout)
         c = config
         self.wte = nn.Embedding(vocab_size, c.n_embd)
-        self.start = nn.Parameter(torch.randn(c.n_embd) * 0.02)
-        self.class_emb = nn.Embedding(c.n_classes, c.n_embd) if c.n_classes else None
+        self.start = StartToken(c.n_embd, c.n_classes)
         self.lstm = nn.LSTM(c.n_embd, c.n_hidden, c.n_layer, batch_first=True,
                             dropout=c.dropout if c.n_layer > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
@@ -63,14 +62,6 @@ class LSTM(Prior):
             self.proj = nn.Identity()
             self.head = nn.Linear(c.n_hidden, vocab_size)
 
-    def _start(self, batch_size: int, cond: torch.Tensor | None) -> torch.Tensor:
-        x = self.start.expand(batch_size, 1, -1)  # (B, 1, n_embd)
-        if self.class_emb is not None:
-            if cond is None:
-                raise ValueError(f"this LSTM is class-conditional (n_classes={self.num_classes}): pass cond")
-            x = x + self.class_emb(cond.view(batch_size)).unsqueeze(1)
-        return x
-
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         return self.head(self.proj(self.drop(out)))  # (B, T, V)
 
@@ -78,13 +69,13 @@ class LSTM(Prior):
         B, T = ids.shape
         if T == 0:
             return torch.empty(B, 0, self.vocab_size, device=ids.device)
-        x = torch.cat([self._start(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, n_embd)
+        x = torch.cat([self.start(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, n_embd)
         out, _ = self.lstm(x)
         return self._logits(out)
 
     # -- incremental decoding ------------------------------------------------------------------
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
-        out, (h, c) = self.lstm(self._start(batch_size, cond))
+        out, (h, c) = self.lstm(self.start(batch_size, cond))
         return StepOutput(self._logits(out)[:, -1], LSTMState(h, c))
 
     def step(self, state: LSTMState, ids: torch.Tensor) -> StepOutput:
