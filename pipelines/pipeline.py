@@ -14,12 +14,8 @@ A run directory holds everything needed to use the result with no recipe file at
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,43 +29,29 @@ from pydantic import ValidationError
 from pipelines import data as data_lib
 from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
 from pipelines.recipe import Recipe, load_recipe
+from pipelines.rundir import (
+    RECIPE_FILE,
+    RESUMABLE,
+    RUN_FILE,
+    diff,
+    remove_atomically,
+    require_run_dir,
+    truncate_metrics,
+    write_json_atomically,
+    write_text_atomically,
+)
 from pipelines.samples import write_samples
+from pipelines.scoring import Score, stream_nll
 from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process_state
 from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError
 from plugins.registry import Registries
-from priors.base import Prior, token_nll
+from priors.base import Prior
 from priors.quantize import to_precision
 from priors.sampling import DecodeConfig, Generation, generate
 from tokenizers_ar.base import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FILE = "recipe.yaml"
-RUN_FILE = "run.json"
-
-
-@dataclass
-class Score:
-    """Exact log-likelihood of some data, in the data's own units."""
-
-    unit: str
-    bits_per_unit: float
-    nats_per_token: float
-    tokens: int
-    units: int
-    examples: int
-    bits_per: dict[str, float] = field(default_factory=dict)  # every unit: {"char":.., "byte":..}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "unit": self.unit,
-            "bits_per_unit": self.bits_per_unit,
-            **{f"bits_per_{u}": b for u, b in self.bits_per.items()},
-            "nats_per_token": self.nats_per_token,
-            "tokens": self.tokens,
-            "units": self.units,
-            "examples": self.examples,
-        }
 
 
 class Pipeline:
@@ -140,10 +122,10 @@ class Pipeline:
         equals an uninterrupted run. Overrides may change only how long and how verbosely it
         trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data."""
         run_dir = Path(run_dir)
-        _require_run_dir(run_dir)
+        require_run_dir(run_dir)
         saved = load_recipe(run_dir / RECIPE_FILE, registries=registries)
         recipe = load_recipe(run_dir / RECIPE_FILE, overrides, registries)
-        changed = [k for k in _diff(saved.to_dict(), recipe.to_dict())
+        changed = [k for k in diff(saved.to_dict(), recipe.to_dict())
                    if not any(k == a or k.startswith(a + ".") for a in RESUMABLE)]
         if changed:
             raise RecipeError([
@@ -162,10 +144,10 @@ class Pipeline:
         ckpt = ckpts[-1] if ckpts else None
         if ps.is_main_process:
             # Metrics logged after that checkpoint will be logged again: drop them.
-            _truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
+            truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
             # Final weights of an earlier completion are stale from now on: Pipeline.load must
             # fall back to the newest checkpoint until this resume completes.
-            _remove_atomically(run_dir / "prior")
+            remove_atomically(run_dir / "prior")
             write_text_atomically(run_dir / RECIPE_FILE, recipe.dump())
             pipe._write_run_file("running")
         ps.wait_for_everyone()
@@ -386,7 +368,7 @@ class Pipeline:
             total_tokens = rows.numel()
         else:
             for ids in encoded:
-                total_nats += _stream_nll(prior, ids.to(device), batch_size)
+                total_nats += stream_nll(prior, ids.to(device), batch_size)
                 total_tokens += ids.numel()
         nats_per_token = total_nats / max(total_tokens, 1)
         bits_per = {u: total_nats / max(c, 1) / LN2 for u, c in counts.items()}
@@ -408,7 +390,7 @@ class Pipeline:
         """A trained run. `precision` "bf16" or "int8" shrinks the prior's weights for CPU
         inference (priors/quantize.py); the scores it gives change slightly (BENCHMARKS.md)."""
         run_dir = Path(run_dir)
-        _require_run_dir(run_dir)
+        require_run_dir(run_dir)
         recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
         tokenizer = recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer")
         if (run_dir / "prior").is_dir():
@@ -444,11 +426,6 @@ def _fit_examples(train) -> Any:
     return train["example"]
 
 
-RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
-             "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
-             "train.early_stopping_min_delta", "train.num_workers", "train.log_with", "sample")
-
-
 def _resolve_processors(specs: list[dict]) -> list:
     """[{name: ..., **settings}] -> processors, through the plugin registry."""
     from plugins.manager import get_registries
@@ -469,26 +446,6 @@ def _resolve_processors(specs: list[dict]) -> list:
     return out
 
 
-def _require_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a directory; pass a run directory made by `tokar train`.")
-    if not (run_dir / RECIPE_FILE).is_file() or not (run_dir / "tokenizer").is_dir():
-        raise RunDirError(
-            f"{run_dir} is not a tokar run directory (no {RECIPE_FILE} and tokenizer/ in it); "
-            "pass the folder that `tokar train` printed."
-        )
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted key paths whose values differ between two nested dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
-        return out
-    return [] if a == b else [prefix]
-
-
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested recipe -> {"train.lr": ...} with scalar values (what trackers accept)."""
     out: dict[str, Any] = {}
@@ -499,77 +456,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
     return out
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records up to `step`; a line cut short by a crash is dropped."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, AttributeError):
-            logger.warning("%s: dropping an unreadable line: %.60s", path, line)
-    write_text_atomically(path, "".join(line + "\n" for line in keep))
-
-
-def _remove_atomically(path: Path) -> None:
-    if path.exists():
-        old = path.with_name(f".old-{path.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
-    """Total NLL (nats) of one long sequence, by windows of the prior's context (or, for
-    priors without a context limit such as an LSTM, exactly, carrying the state along)."""
-    window = prior.max_length
-    if window is None:
-        return _stateful_nll(prior, ids)
-    if ids.numel() <= window:
-        return -prior.log_prob(ids[None]).item()
-    stride = max(1, window // 2)
-    # Window w covers [s, s + window) and scores the tokens not already scored by earlier ones.
-    starts = list(range(0, ids.numel() - window + 1, stride))
-    if starts[-1] + window < ids.numel():
-        starts.append(ids.numel() - window)
-    total, scored_to = 0.0, 0
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i : i + batch_size]
-        batch = torch.stack([ids[s : s + window] for s in chunk])
-        nll = token_nll(prior(batch), batch)  # (b, window)
-        for row, s in zip(nll, chunk, strict=True):
-            first = scored_to - s  # positions before this were scored by an earlier window
-            total += row[first:].sum().item()
-            scored_to = s + window
-    return total
-
-
-def _stateful_nll(prior: Prior, ids: torch.Tensor, chunk: int = 4096) -> float:
-    """-log p(ids) through init_state/step in chunks: exact, memory bounded."""
-    logits, state = prior.init_state(1)
-    total = 0.0
-    for s in range(0, ids.numel(), chunk):
-        piece = ids[s : s + chunk]
-        step_logits, state = prior.step(state, piece[None])
-        # logits for piece[0] come from the previous step; the last step output is the next's
-        all_logits = torch.cat([logits[:, None], step_logits[:, :-1]], dim=1)  # (1, n, V)
-        total += token_nll(all_logits, piece[None]).sum().item()
-        logits = step_logits[:, -1]
-    return total
-
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")
 
 
 __all__ = ["Pipeline", "Score"]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from pipelines.rundir import write_file_atomically, write_text_atomically
 from plugins.errors import TokarError
 
 
@@ -43,29 +43,19 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
     if isinstance(examples[0], Image.Image):
         path = out if out.suffix.lower() == ".png" else out / "samples.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(path, lambda tmp: image_grid(examples, cols).save(tmp, format="PNG"))
+        write_file_atomically(path, lambda tmp: image_grid(examples, cols).save(tmp, format="PNG"))
         return [path]
     if isinstance(examples[0], str):
         if out.suffix:
             out.parent.mkdir(parents=True, exist_ok=True)
             text = "\n\n----------\n\n".join(examples) + "\n"
-            _atomic(out, lambda tmp: Path(tmp).write_text(text))
+            write_text_atomically(out, text)
             return [out]
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         for i, text in enumerate(examples):
             path = out / f"sample_{i:03d}.txt"
-            _atomic(path, lambda tmp, text=text: Path(tmp).write_text(text))
+            write_text_atomically(path, text)
             paths.append(path)
         return paths
     raise TokarError(f"don't know how to write samples of type {type(examples[0]).__name__}")
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
