@@ -3,23 +3,30 @@ Decoders"): a convolutional prior over grids of tokens, in raster order.
 
 Two stacks remove the blind spot of the original masked PixelCNN: a vertical stack sees every
 row above (the full width), a horizontal stack sees the pixels to the left in the current row,
-and the vertical stack feeds the horizontal one only after a one-row shift down. Masks are
-implemented as cropped convolutions (a (k//2 + 1) x k kernel for the vertical stack, 1 x (k//2 + 1)
-for the horizontal one) plus shifts: the first layer's horizontal input is shifted right by one
-pixel (mask A: a pixel never sees itself), later layers see their own position (mask B). Gated
-units tanh(W_f x) * sigmoid(W_g x), residual connections on the horizontal stack, skip
-connections to a 1x1-conv head with a softmax over the vocabulary. Class conditioning adds a
-learned per-class bias to every gate (the h in the paper's conditional form).
+and the vertical stack feeds the horizontal one only after a one-row shift down. The spatial
+masks are cropped convolutions: a (k//2 + 1) x k kernel for the vertical stack, 1 x (k//2 + 1)
+for the horizontal one, whose last tap is the current pixel. The first layer uses a larger
+kernel (7 in the paper) so the receptive field covers digits and garments after a few layers.
+
+Colour (an (H, W, C) layout, channels innermost in the token order) uses the channel masks of
+PixelCNN: every feature map is split into C groups, group c predicts channel c, and at the
+current pixel group c may read the input channels before c (mask A, first layer) and the feature
+groups up to c (mask B, later layers). Grayscale is C = 1, where mask A hides the pixel itself.
+
+Gated units tanh(W_f x) * sigmoid(W_g x), residual connections on the horizontal stack, skip
+connections to a 1x1-conv head. The head is a softmax over the vocabulary, or the discretized
+logistic mixture of PixelCNN++ (`output: logistic_mixture`, see logistic_mixture.py). Class
+conditioning adds a learned per-class bias to every gate (the h of the paper's conditional form).
 
 Decoding is cached as in Fast PixelCNN++ (Ramachandran et al. 2017): per layer, the vertical
-stack's recent rows and the current row of the horizontal stack, so a new pixel costs one column
-per layer (see `step`). Not here yet: RGB channel masking and the discretized logistic mixture
-output of PixelCNN++.
+stack's rows so far and the current row of the horizontal stack, so a new token costs one column
+per layer instead of a pass over the image (see `step`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +34,25 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from priors.base import Prior, PriorConfig, StepOutput
+from priors.logistic_mixture import PARAMS_PER_COMPONENT, mixture_log_probs
 from tokenizers_ar.base import Layout
 
 
 class PixelCNNConfig(PriorConfig):
     n_layer: int = Field(7, ge=1, description="gated layers")
-    n_channels: int = Field(32, ge=1, description="channels of each stack")
-    kernel_size: int = Field(5, ge=3, description="odd kernel width of the stacks")
-    n_out: int = Field(64, ge=1, description="channels of the 1x1 output head")
+    n_channels: int = Field(32, ge=1, description="channels per stack, a multiple of the colour channels")
+    kernel_size: int = Field(3, ge=3, description="odd kernel width of the stacks after the first layer")
+    first_kernel_size: int = Field(7, ge=3, description="odd kernel width of the first layer")
+    n_out: int = Field(64, ge=1, description="channels of the 1x1 output head (per colour channel)")
     n_classes: int = Field(0, ge=0)
+    output: Literal["softmax", "logistic_mixture"] = "softmax"
+    n_mixtures: int = Field(5, ge=1, description="logistic components (output: logistic_mixture)")
 
     @model_validator(mode="after")
-    def _odd_kernel(self) -> PixelCNNConfig:
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+    def _odd_kernels(self) -> PixelCNNConfig:
+        for key in ("kernel_size", "first_kernel_size"):
+            if getattr(self, key) % 2 == 0:
+                raise ValueError(f"{key} must be odd, got {getattr(self, key)}")
         return self
 
 
@@ -49,51 +61,85 @@ def down(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
 
 
-def right(x: torch.Tensor) -> torch.Tensor:
-    """Shift a (B, C, H, W) map one column right (column 0 becomes zeros)."""
-    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+def channel_mask(out_ch: int, in_ch: int, groups: int, mask: str) -> torch.Tensor:
+    """(out_ch, in_ch) connectivity between colour groups at one pixel: group c of the output
+    reads the input groups before c (mask "A") or up to c (mask "B")."""
+    g_out = torch.arange(out_ch) // (out_ch // groups)
+    g_in = torch.arange(in_ch) // (in_ch // groups)
+    allowed = g_in[None, :] < g_out[:, None] if mask == "A" else g_in[None, :] <= g_out[:, None]
+    return allowed.float()
+
+
+class MaskedConv(nn.Conv2d):
+    """A Conv2d whose current-pixel tap (the last column, last row of the kernel) only connects
+    colour groups that `channel_mask` allows. Other taps see earlier pixels: all channels."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int], groups: int, mask: str,
+                 padding: tuple[int, int] = (0, 0)):
+        super().__init__(in_ch, out_ch, kernel, padding=padding)
+        full = torch.ones(out_ch, in_ch, *kernel)
+        full[:, :, -1, -1] = channel_mask(out_ch, in_ch, groups, mask)
+        self.register_buffer("mask", full, persistent=False)
+        self.trivial = bool(full.all())  # grayscale mask B: nothing to hide
+
+    @property
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight if self.trivial else self.weight * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight, self.bias)
+
+
+def gate(pre: torch.Tensor, groups: int) -> torch.Tensor:
+    """tanh(f) * sigmoid(g) with pre = [f | g] inside each colour group: (B, 2n, ...) -> (B, n, ...)."""
+    shape = pre.shape
+    pre = pre.reshape(shape[0], groups, 2, shape[1] // (2 * groups), *shape[2:])
+    gated = torch.tanh(pre[:, :, 0]) * torch.sigmoid(pre[:, :, 1])
+    return gated.reshape(shape[0], shape[1] // 2, *shape[2:])
 
 
 class GatedLayer(nn.Module):
-    def __init__(self, c: PixelCNNConfig, first: bool):
+    def __init__(self, c: PixelCNNConfig, groups: int, first: bool, last: bool):
         super().__init__()
-        k, n = c.kernel_size, c.n_channels
-        self.first = first
+        k = c.first_kernel_size if first else c.kernel_size
+        n, self.k, self.groups, self.first = c.n_channels, k, groups, first
         # vertical: rows i - k//2 .. i, full width; horizontal: columns j - k//2 .. j
         self.v_conv = nn.Conv2d(n, 2 * n, (k // 2 + 1, k), padding=(k // 2, k // 2))
-        self.h_conv = nn.Conv2d(n, 2 * n, (1, k // 2 + 1), padding=(0, k // 2))
-        self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)
-        self.h_out = nn.Conv2d(n, n, 1)
-        self.skip = nn.Conv2d(n, n, 1)
+        self.h_conv = MaskedConv(n, 2 * n, (1, k // 2 + 1), groups, "A" if first else "B",
+                                 padding=(0, k // 2))
+        self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)  # rows above: every channel
+        # the last layer's horizontal output would feed nothing: only its skip is used
+        self.h_out = None if last else MaskedConv(n, n, (1, 1), groups, "B")
+        self.skip = MaskedConv(n, n, (1, 1), groups, "B")
         self.cond = nn.Embedding(c.n_classes, 4 * n) if c.n_classes else None
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None):
         H, W = v.shape[-2:]
         v_pre = self.v_conv(v)[:, :, :H]  # crop the bottom: row i sees rows <= i
-        h_in = right(h) if self.first else h  # mask A: the first layer never sees its own pixel
-        h_pre = self.h_conv(h_in)[:, :, :, :W] + self.v_to_h(down(v_pre))  # rows above only
+        h_pre = self.h_conv(h)[:, :, :, :W] + self.v_to_h(down(v_pre))  # v: rows above only
         if self.cond is not None:
             bias_v, bias_h = self.cond(cond)[:, :, None, None].chunk(2, dim=1)
             v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
-        v_out = torch.tanh(v_pre[:, ::2]) * torch.sigmoid(v_pre[:, 1::2])
-        gated = torch.tanh(h_pre[:, ::2]) * torch.sigmoid(h_pre[:, 1::2])
-        h_out = self.h_out(gated) + (0 if self.first else h)  # residual (not around mask A)
-        return v_out, h_out, self.skip(gated)
+        gated = gate(h_pre, self.groups)
+        # the residual skips the first layer: its input holds the pixel that mask A hides
+        h_out = None if self.h_out is None else self.h_out(gated) + (0 if self.first else h)
+        return gate(v_pre, self.groups), h_out, self.skip(gated)
 
 
 @dataclass
 class FastState:
     """Caches of fast generation (Ramachandran et al. 2017), per layer l:
-    v[l]: the vertical stack's input, row by row (B, C, H, W): v[0] is the embedded image;
-    vpre[l]: the vertical pre-activations of the last complete row (B, 2C, W), for the
+    v[l]: the vertical stack's input, row by row (B, n, H, W): v[0] is the embedded image;
+    vpre[l]: the vertical pre-activations of the last complete row (B, 2n, W), for the
     horizontal stack of the current row; h[l]: the horizontal input of the current row
-    (B, C, W): h[0] is the embedded current row."""
+    (B, n, W): h[0] is the embedded current row."""
 
     v: list[torch.Tensor]
     vpre: list[torch.Tensor]
     h: list[torch.Tensor]
-    pos: int  # pixels written
+    pos: int  # tokens written
     cond: torch.Tensor | None
+
 
 class PixelCNN(Prior):
     name = "pixelcnn"
@@ -102,109 +148,132 @@ class PixelCNN(Prior):
 
     def __init__(self, config: PixelCNNConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)
-        if len(layout.shape) != 2:
-            raise ValueError("pixelcnn models (H, W) grids; colour channels are not supported yet")
-        self.height, self.width = layout.shape
-        n = config.n_channels
-        self.embed = nn.Embedding(vocab_size, n)
-        self.layers = nn.ModuleList(GatedLayer(config, first=i == 0) for i in range(config.n_layer))
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(n, config.n_out, 1), nn.ReLU(),
-                                  nn.Conv2d(config.n_out, vocab_size, 1))
+        problems = self._shape_problems(layout, config)
+        if problems:
+            raise ValueError(" ".join(problems))
+        self.height, self.width = layout.shape[:2]
+        self.colours = layout.shape[2] if len(layout.shape) == 3 else 1
+        n, C = config.n_channels, self.colours
+        # each colour channel has its own embedding, into its own group of n / C features
+        self.embed = nn.Embedding(C * vocab_size, n // C)
+        L = config.n_layer
+        self.layers = nn.ModuleList(GatedLayer(config, C, first=i == 0, last=i == L - 1) for i in range(L))
+        per_token = (PARAMS_PER_COMPONENT * config.n_mixtures if config.output == "logistic_mixture"
+                     else vocab_size)
+        self.head = nn.Sequential(nn.ReLU(), MaskedConv(n, C * config.n_out, (1, 1), C, "B"), nn.ReLU(),
+                                  MaskedConv(C * config.n_out, C * per_token, (1, 1), C, "B"))
+
+    @staticmethod
+    def _shape_problems(layout: Layout, config: PixelCNNConfig) -> list[str]:
+        if len(layout.shape) not in (2, 3):
+            return [f"pixelcnn models (H, W) or (H, W, C) grids, got {layout}."]
+        colours = layout.shape[2] if len(layout.shape) == 3 else 1
+        if config.n_channels % colours:
+            return [f"pixelcnn n_channels ({config.n_channels}) must be a multiple of the {colours} "
+                    f"colour channels of {layout}: each channel gets an equal group of features."]
+        return []
 
     @classmethod
     def check_layout(cls, layout: Layout, config: PixelCNNConfig) -> list[str]:
-        problems = super().check_layout(layout, config)
-        if not problems and len(layout.shape) != 2:
-            problems.append(f"pixelcnn models (H, W) grids, got {layout}; colour is not supported yet.")
-        return problems
+        return super().check_layout(layout, config) or cls._shape_problems(layout, config)
 
-    def _grid_logits(self, grid: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    # -- teacher forcing -----------------------------------------------------------------------
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens (..., C) -> features (..., n): channel c's embedding fills feature group c."""
+        offsets = torch.arange(self.colours, device=ids.device) * self.vocab_size
+        return self.embed(ids + offsets).flatten(-2)
+
+    def _check_cond(self, cond: torch.Tensor | None) -> None:
         if self.num_classes and cond is None:
             raise ValueError(f"this PixelCNN is class-conditional (n_classes={self.num_classes}): pass cond")
-        return self._stacks(self.embed(grid).permute(0, 3, 1, 2), cond)  # (B, C, H, W) in
+
+    def _to_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Head output (B, C * P, ...) -> per-channel logits (B, ..., C, V)."""
+        out = out.unflatten(1, (self.colours, -1)).movedim((1, 2), (-2, -1))  # (B, ..., C, P)
+        if self.config.output == "logistic_mixture":
+            return mixture_log_probs(out, self.vocab_size)
+        return out
+
+    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_cond(cond)
+        B = ids.size(0)
+        x = self._embed(ids.view(B, self.height, self.width, self.colours)).permute(0, 3, 1, 2)
+        return self._to_logits(self._stacks(x, cond)).reshape(B, ids.size(1), -1)  # (B, T, V)
 
     def _stacks(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Embedded grid (B, C, H, W) -> logits (B, V, H, W)."""
+        """Embedded image (B, n, H, W) -> head output (B, C * P, H, W)."""
         v, h, skips = x, x, 0
         for layer in self.layers:
             v, h, s = layer(v, h, cond)
             skips = skips + s
-        return self.head(skips)  # (B, V, H, W)
-
-    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        B = ids.size(0)
-        grid = ids.view(B, self.height, self.width)
-        logits = self._grid_logits(grid, cond)
-        return logits.permute(0, 2, 3, 1).reshape(B, self.height * self.width, -1)  # (B, T, V)
+        return self.head(skips)
 
     # -- incremental decoding ------------------------------------------------------------------
-    # Generating pixel (r, c) needs (a) the vertical stacks' row r - 1, computed once per row
-    # from each layer's last k//2 + 1 rows, and (b) a k//2 + 1 wide window of each layer's
-    # horizontal input in row r. Each new pixel then costs one column per layer instead of a
-    # pass over the image.
+    # Generating the token at pixel (r, c) needs (a) the vertical stacks' row r - 1, computed once
+    # per row from each layer's last k//2 + 1 rows, and (b) a k//2 + 1 wide window of each
+    # layer's horizontal input in row r, whose last column holds the channels written so far of
+    # the current pixel (the masks hide the rest). Each token then costs one column per layer.
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
-        if self.num_classes and cond is None:
-            raise ValueError(f"this PixelCNN is class-conditional (n_classes={self.num_classes}): pass cond")
+        self._check_cond(cond)
         p = self.embed.weight
-        C, L = self.config.n_channels, self.config.n_layer
+        n, L = self.config.n_channels, self.config.n_layer
         zeros = lambda *s: torch.zeros(batch_size, *s, dtype=p.dtype, device=p.device)  # noqa: E731
-        state = FastState(v=[zeros(C, self.height, self.width) for _ in range(L)],
-                          vpre=[zeros(2 * C, self.width) for _ in range(L)],  # row -1: zeros
-                          h=[zeros(C, self.width) for _ in range(L + 1)], pos=0, cond=cond)
-        return StepOutput(self._pixel_logits(state), state)
+        state = FastState(v=[zeros(n, self.height, self.width) for _ in range(L)],
+                          vpre=[zeros(2 * n, self.width) for _ in range(L)],  # row -1: zeros
+                          h=[zeros(n, self.width) for _ in range(L)], pos=0, cond=cond)
+        return StepOutput(self._next_logits(state), state)
 
     def step(self, state: FastState, ids: torch.Tensor) -> StepOutput:
-        T = self.height * self.width
+        C, group = self.colours, self.config.n_channels // self.colours
+        T = self.height * self.width * C
         outs = []
         for t in range(ids.size(1)):
-            r, c = divmod(state.pos, self.width)
-            x = self.embed(ids[:, t])  # (B, C)
-            state.v[0][:, :, r, c] = x
-            state.h[0][:, :, c] = x
+            pixel, ch = divmod(state.pos, C)
+            r, c = divmod(pixel, self.width)
+            offset = torch.tensor(ch * self.vocab_size, device=ids.device)
+            x = self.embed(ids[:, t] + offset)  # (B, n / C): feature group ch
+            state.v[0][:, ch * group : (ch + 1) * group, r, c] = x
+            state.h[0][:, ch * group : (ch + 1) * group, c] = x
             state.pos += 1
             if state.pos == T:  # the image is complete: nothing left to predict
                 outs.append(outs[-1] if outs else torch.zeros(ids.size(0), self.vocab_size,
                                                              device=ids.device))
                 continue
-            if state.pos % self.width == 0:  # row r is complete: advance the vertical stacks
+            if state.pos % (self.width * C) == 0:  # row r is complete: advance the vertical stacks
                 self._advance_rows(state, r)
                 for h in state.h:
                     h.zero_()
-            outs.append(self._pixel_logits(state))
+            outs.append(self._next_logits(state))
         return StepOutput(torch.stack(outs, dim=1), state)
 
     def _advance_rows(self, state: FastState, r: int) -> None:
         """Vertical pre-activations of row r in every layer, and the next layer's input row."""
-        k = self.config.kernel_size
         for i, layer in enumerate(self.layers):
+            k = layer.k
             rows = state.v[i][:, :, max(0, r - k // 2) : r + 1]
             rows = F.pad(rows, (0, 0, k // 2 + 1 - rows.size(2), 0))  # rows above the image: 0
             pre = F.conv2d(rows, layer.v_conv.weight, layer.v_conv.bias, padding=(0, k // 2))[:, :, 0]
-            state.vpre[i] = pre  # (B, 2C, W): fed to the horizontal stack before any class bias
+            state.vpre[i] = pre  # (B, 2n, W): fed to the horizontal stack before any class bias
             if i + 1 < len(self.layers):
                 if layer.cond is not None:
                     pre = pre + layer.cond(state.cond)[:, : pre.size(1), None]
-                state.v[i + 1][:, :, r] = torch.tanh(pre[:, ::2]) * torch.sigmoid(pre[:, 1::2])
+                state.v[i + 1][:, :, r] = gate(pre, self.colours)
 
-    def _pixel_logits(self, state: FastState) -> torch.Tensor:
-        """Logits (B, V) of the next pixel (r, c) = divmod(pos, W)."""
-        k = self.config.kernel_size
-        r, c = divmod(state.pos, self.width)
+    def _next_logits(self, state: FastState) -> torch.Tensor:
+        """Logits (B, V) of the next token: channel ch of pixel (r, c)."""
+        pixel, ch = divmod(state.pos, self.colours)
+        c = pixel % self.width
         skips = 0
         for i, layer in enumerate(self.layers):
-            h = state.h[i]
-            # the horizontal window: columns c - k//2 .. c (layer 0: shifted right by one)
-            end = c if i == 0 else c + 1
-            window = h[:, :, max(0, end - (k // 2 + 1)) : end]
-            window = F.pad(window, (k // 2 + 1 - window.size(2), 0))[:, :, None]  # (B, C, 1, k//2+1)
-            pre = F.conv2d(window, layer.h_conv.weight, layer.h_conv.bias)[:, :, 0, 0]  # (B, 2C)
-            pre = pre + F.conv2d(state.vpre[i][:, :, c, None, None], layer.v_to_h.weight,
-                                 layer.v_to_h.bias)[:, :, 0, 0]
+            h, k = state.h[i], layer.k
+            window = h[:, :, max(0, c + 1 - (k // 2 + 1)) : c + 1]  # columns c - k//2 .. c
+            window = F.pad(window, (k // 2 + 1 - window.size(2), 0))[:, :, None]  # (B, n, 1, k//2+1)
+            pre = F.conv2d(window, layer.h_conv.masked_weight, layer.h_conv.bias)[:, :, 0, 0]  # (B, 2n)
+            pre = pre + F.linear(state.vpre[i][:, :, c], layer.v_to_h.weight[:, :, 0, 0], layer.v_to_h.bias)
             if layer.cond is not None:
                 pre = pre + layer.cond(state.cond)[:, pre.size(1) :]
-            gated = torch.tanh(pre[:, ::2]) * torch.sigmoid(pre[:, 1::2])
-            out = F.conv2d(gated[:, :, None, None], layer.h_out.weight, layer.h_out.bias)[:, :, 0, 0]
-            state.h[i + 1][:, :, c] = out + (0 if i == 0 else h[:, :, c])
-            skips = skips + F.conv2d(gated[:, :, None, None], layer.skip.weight,
-                                     layer.skip.bias)
-        return self.head(skips)[:, :, 0, 0]  # (B, V)
+            gated = gate(pre, self.colours)[:, :, None, None]
+            if layer.h_out is not None:
+                state.h[i + 1][:, :, c] = layer.h_out(gated)[:, :, 0, 0] + (0 if i == 0 else h[:, :, c])
+            skips = skips + layer.skip(gated)
+        return self._to_logits(self.head(skips))[:, 0, 0, ch]  # (B, V)

@@ -1,8 +1,10 @@
-"""Gated PixelCNN: no blind spot (exact receptive field), conditioning, decoding."""
+"""Gated PixelCNN: no blind spot (exact receptive field, colour masks included), conditioning,
+cached decoding, the discretized logistic mixture head."""
 
 import pytest
 import torch
 
+from priors.logistic_mixture import mixture_log_probs
 from priors.pixelcnn import PixelCNN, PixelCNNConfig
 from priors.sampling import DecodeConfig, generate
 from tokenizers_ar import Layout
@@ -10,47 +12,85 @@ from tokenizers_ar import Layout
 H, W = 6, 7
 
 
-def model(**kw) -> PixelCNN:
+def model(colours: int = 1, **kw) -> PixelCNN:
     """4 layers of kernel 5: each reaches 2 pixels further left/up, so the 6 x 7 image lies
     within the receptive field of every pixel (1 + 4 * 2 = 9 columns to the left)."""
     torch.manual_seed(0)
-    return PixelCNN(PixelCNNConfig(n_layer=4, n_channels=8, kernel_size=5, n_out=8, **kw), 4,
-                    Layout.grid(H, W)).eval()
+    kw = {"n_layer": 4, "n_channels": 6, "kernel_size": 5, "first_kernel_size": 5, "n_out": 6} | kw
+    layout = Layout.grid(H, W, colours) if colours > 1 else Layout.grid(H, W)
+    return PixelCNN(PixelCNNConfig(**kw), 4, layout).eval()
 
 
+@pytest.mark.parametrize("colours", [1, 3])
 @pytest.mark.parametrize("i,j", [(0, 0), (0, 6), (2, 3), (5, 0), (5, 6)])
-def test_receptive_field_is_exactly_the_past(i, j):
-    """d logits(i, j) / d input is non-zero for every earlier pixel, zero for the rest: no
-    blind spot, and no pixel ever sees itself or the future."""
-    m = model()
-    x = torch.randn(1, 8, H, W, requires_grad=True)
-    m._stacks(x, None)[0, :, i, j].sum().backward()
-    seen = x.grad.abs().sum(1)[0] > 0  # (H, W)
-    for r in range(H):
-        for c in range(W):
-            earlier = (r, c) < (i, j)
-            assert bool(seen[r, c]) == earlier, f"pixel ({r},{c}) vs output ({i},{j})"
+def test_receptive_field_is_exactly_the_past(i, j, colours):
+    """d logits(i, j, channel) / d input is non-zero for every earlier token in raster order
+    (channels innermost), zero for the rest: no blind spot, and no token ever sees itself or
+    the future, across the colour channels of a pixel too."""
+    m = model(colours, n_channels=24, n_out=16)  # wide enough that no ReLU path is always off
+    group = m.config.n_channels // colours
+    for ch in range(colours):
+        # a batch of random inputs: one input may switch a small net's ReLU paths all off
+        x = torch.randn(8, m.config.n_channels, H, W, requires_grad=True)
+        m._to_logits(m._stacks(x, None))[:, i, j, ch].sum().backward()
+        seen = x.grad.abs().sum(0).unflatten(0, (colours, group)).sum(1) > 0  # (C, H, W)
+        for r in range(H):
+            for c in range(W):
+                for ch_in in range(colours):
+                    earlier = (r, c, ch_in) < (i, j, ch)
+                    assert bool(seen[ch_in, r, c]) == earlier, f"({r},{c},{ch_in}) vs ({i},{j},{ch})"
 
 
-def test_step_matches_the_full_pass_and_conditioning_matters():
-    m = model(n_classes=3)
-    ids = torch.randint(0, 4, (2, H * W), generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("colours,output", [(1, "softmax"), (3, "softmax"), (3, "logistic_mixture")])
+def test_step_matches_the_full_pass_and_conditioning_matters(colours, output):
+    m = model(colours, n_classes=3, output=output, first_kernel_size=7)
+    T = H * W * colours
+    ids = torch.randint(0, 4, (2, T), generator=torch.Generator().manual_seed(1))
     cond = torch.tensor([0, 2])
     with torch.no_grad():
         full = m(ids, cond)
         logits, state = m.init_state(2, cond)
         outs = [logits[:, None]]
-        for t in range(H * W - 1):
+        for t in range(T - 1):
             out, state = m.step(state, ids[:, t : t + 1])
             outs.append(out)
         torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(m(ids, torch.tensor([1, 1])), full)
-    images = generate(m, 3, DecodeConfig(max_new_tokens=H * W), cond=torch.tensor([0, 1, 2]),
+    images = generate(m, 3, DecodeConfig(max_new_tokens=T), cond=torch.tensor([0, 1, 2]),
                       generator=torch.Generator().manual_seed(0)).tokens
-    assert images.shape == (3, H * W) and images.max() < 4
+    assert images.shape == (3, T) and images.max() < 4
+
+
+def test_logistic_mixture_is_a_normalised_distribution_over_the_bins():
+    torch.manual_seed(0)
+    params = torch.randn(5, 3 * 4) * 2  # 5 tokens, K = 4 components
+    params[0, 8:] = -20.0  # tiny scales: clamped, still finite
+    params[1, 8:] = 8.0  # huge scales: nearly uniform
+    log_p = mixture_log_probs(params, 256)
+    assert log_p.shape == (5, 256) and torch.isfinite(log_p).all()
+    torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(5), atol=1e-4, rtol=0)
+    # one component: the mass of each bin is the difference of the logistic CDF at its edges
+    mean, log_s = 0.3, -2.0
+    x = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    cdf = lambda y: torch.sigmoid((y - mean) / torch.exp(torch.tensor(log_s, dtype=torch.float64)))  # noqa: E731
+    expected = cdf(x + 1 / 255) - cdf(x - 1 / 255)
+    expected[0], expected[-1] = cdf(x[0] + 1 / 255), 1 - cdf(x[-1] - 1 / 255)
+    got = mixture_log_probs(torch.tensor([[0.0, mean, log_s]]), 256)[0].double().exp()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_mixture_head_trains():
+    m = model(output="logistic_mixture", n_mixtures=3).train()
+    ids = torch.randint(0, 4, (4, H * W), generator=torch.Generator().manual_seed(2))
+    loss = m.loss(ids)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in m.parameters() if p.requires_grad)
 
 
 def test_layout_and_config_checks():
     assert PixelCNN.check_layout(Layout.seq(), PixelCNNConfig()) != []
-    with pytest.raises(ValueError, match="odd"):
-        PixelCNNConfig(kernel_size=4)
+    assert "multiple" in PixelCNN.check_layout(Layout.grid(4, 4, 3), PixelCNNConfig(n_channels=32))[0]
+    assert PixelCNN.check_layout(Layout.grid(4, 4, 3), PixelCNNConfig(n_channels=33)) == []
+    for key in ("kernel_size", "first_kernel_size"):
+        with pytest.raises(ValueError, match="odd"):
+            PixelCNNConfig(**{key: 4})

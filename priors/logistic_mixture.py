@@ -1,0 +1,42 @@
+"""The discretized logistic mixture of PixelCNN++ (Salimans et al. 2017), as a categorical.
+
+A softmax over 256 intensities learns from scratch that 127 and 128 are neighbours. PixelCNN++
+instead puts a mixture of K logistic distributions on the continuous intensity axis and gives
+each of the V integer values the mass of its bin, so nearby values share probability and the
+head needs 3K numbers per token instead of V.
+
+Value v in [0, V) sits at x_v = 2v / (V - 1) - 1 in [-1, 1], its bin is [x_v - d, x_v + d] with
+d = 1 / (V - 1), and the two edge bins stretch to -inf and +inf, so the V masses sum to one
+exactly. Returning all V log-masses (rather than only the target's, as PixelCNN++ does) lets
+the mixture drop into everything that consumes logits: cross-entropy training, exact scoring,
+temperature and top-p sampling. The channels of a pixel are coupled by the network's channel
+masks (as in Gated PixelCNN), not by PixelCNN++'s linear mean coefficients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+PARAMS_PER_COMPONENT = 3  # mixture logit, mean, log-scale
+MIN_LOG_SCALE = -7.0  # as in PixelCNN++: keeps 1/s finite
+
+
+def mixture_log_probs(params: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """params (..., 3K): K mixture logits, K means, K log-scales -> log-masses (..., V)."""
+    logit_pi, mean, log_scale = params.float().chunk(PARAMS_PER_COMPONENT, dim=-1)  # (..., K)
+    inv_s = torch.exp(-log_scale.clamp(min=MIN_LOG_SCALE)).unsqueeze(-1)  # (..., K, 1)
+    half_bin = 1.0 / (vocab_size - 1)
+    x = torch.linspace(-1.0, 1.0, vocab_size, device=params.device)  # bin centres x_v
+    centred = x - mean.unsqueeze(-1)  # (..., K, V)
+    upper = (centred + half_bin) * inv_s  # standardised bin edges
+    lower = (centred - half_bin) * inv_s
+    # log(sigmoid(u) - sigmoid(l)) = log sigmoid(u) + log sigmoid(-l) + log(1 - exp(l - u)),
+    # stable for every scale; l - u = -2d/s is the same for all bins.
+    log_width = torch.log(-torch.expm1(-2 * half_bin * inv_s))  # (..., K, 1)
+    log_mass = F.logsigmoid(upper) + F.logsigmoid(-lower) + log_width
+    # the edge bins reach to -inf (v = 0) and +inf (v = V - 1)
+    log_mass[..., 0] = F.logsigmoid(upper[..., 0])
+    log_mass[..., -1] = F.logsigmoid(-lower[..., -1])
+    log_pi = F.log_softmax(logit_pi, dim=-1).unsqueeze(-1)  # (..., K, 1)
+    return torch.logsumexp(log_pi + log_mass, dim=-2)  # (..., V)
