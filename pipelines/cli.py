@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "smaller run (same tokenizer) as the draft")
     p.add_argument("--draft-tokens", type=int, help="tokens per draft (default 4)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--class", dest="label", type=int, help="class label for conditional priors")
+    p.add_argument("--class", dest="label", metavar="LABEL",
+                   help="class for conditional priors: its index or its name (e.g. Sneaker)")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="weights for CPU inference (int8: dynamic quantization)")
     p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="?", help="a text file, an image or a folder of images "
                    "(default: the run's validation split)")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
-    p.add_argument("--class", dest="label", type=int, help="class of DATA (conditional priors)")
+    p.add_argument("--class", dest="label", metavar="LABEL",
+                   help="class of DATA (conditional priors): index or name")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -164,7 +166,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
     examples = None if args.data is None else read_examples(Path(args.data), pipe.tokenizer.modality)
-    print(json.dumps(pipe.score(examples, labels=args.label).to_dict()))
+    label = None if args.label is None else pipe.class_index(args.label)
+    print(json.dumps(pipe.score(examples, labels=label).to_dict()))
     return 0
 
 

@@ -298,3 +298,9 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
             flat = np.insert(flat, np.cumsum(lengths)[:-1], eos)
         return TokenData(flat, None, n_units, layout)
     return TokenData(flat.reshape(len(mapped), layout.length), labels, n_units, layout)
+
+
+def class_names(split) -> list[str] | None:
+    """The names of a split's classes, when its "label" column is a ClassLabel."""
+    feature = (split.features or {}).get("label")
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None

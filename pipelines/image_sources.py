@@ -47,6 +47,10 @@ class BinarizedMNISTSource(Source):
         return datasets.DatasetDict(train=_images(train), validation=_images(held))
 
 
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+
+
 class FashionMNISTConfig(SourceConfig):
     path: str = Field("/usr/share/datasets/fashion-mnist", description="folder of the IDX files")
     validation: Literal["test", "split"] = Field(
@@ -60,10 +64,11 @@ class FashionMNISTSource(Source):
 
     def load(self) -> datasets.DatasetDict:
         root = Path(self.config.path)
-        train = _images(*self._read(root, "train"))
+        train = _images(*self._read(root, "train"), names=FASHION_CLASSES)
         if self.config.validation == "split":
             return self._split(train)
-        return datasets.DatasetDict(train=train, validation=_images(*self._read(root, "t10k")))
+        held = _images(*self._read(root, "t10k"), names=FASHION_CLASSES)
+        return datasets.DatasetDict(train=train, validation=held)
 
     @staticmethod
     def _read(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +85,12 @@ def _idx(path: Path, header: int) -> np.ndarray:
         return np.frombuffer(f.read(), dtype=np.uint8, offset=header)
 
 
-def _images(images: np.ndarray, labels: np.ndarray | None = None) -> datasets.Dataset:
+def _images(images: np.ndarray, labels: np.ndarray | None = None,
+            names: list[str] | None = None) -> datasets.Dataset:
     columns = {"example": images.astype(np.uint8)}
     if labels is not None:
         columns["label"] = labels.astype(np.int64)
-    return datasets.Dataset.from_dict(columns)
+    data = datasets.Dataset.from_dict(columns)
+    if names is not None:  # class names travel with the labels: `tokar sample --class Sneaker`
+        data = data.cast_column("label", datasets.ClassLabel(names=names))
+    return data

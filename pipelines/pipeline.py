@@ -14,6 +14,7 @@ A run directory holds everything needed to use the result with no recipe file at
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from pipelines import data as data_lib
 from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
 from pipelines.recipe import Recipe, load_recipe
 from pipelines.rundir import (
+    CLASSES_FILE,
     RECIPE_FILE,
     RESUMABLE,
     RUN_FILE,
@@ -43,7 +45,7 @@ from pipelines.rundir import (
 from pipelines.samples import write_samples
 from pipelines.scoring import Score, stream_nll
 from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process_state
-from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError
+from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError, did_you_mean
 from plugins.registry import Registries
 from priors.base import Prior
 from priors.quantize import to_precision
@@ -61,6 +63,7 @@ class Pipeline:
         self.tokenizer = tokenizer
         self._prior = prior
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.class_names: list[str] | None = None  # from the data's ClassLabel, when it has one
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -96,6 +99,7 @@ class Pipeline:
         ps = process_state()
         self.run_dir = self._claim_run_dir(run_dir, ps)
         splits = self._load_splits()
+        self.class_names = data_lib.class_names(splits["train"])
         # The main process fits the tokenizer (fitting may be random: VQ codebooks) and fills the
         # tokenized cache; the others then load exactly what it saved.
         with ps.main_process_first():
@@ -112,6 +116,8 @@ class Pipeline:
         # Only now is this a run: a recipe that fails before this point leaves no run behind.
         if ps.is_main_process:
             write_text_atomically(self.run_dir / RECIPE_FILE, self.recipe.dump())
+            if self.class_names is not None:
+                write_json_atomically(self.run_dir / CLASSES_FILE, self.class_names)
             self._write_run_file("running")
         return self._run(tokens, None, progress)
 
@@ -305,7 +311,23 @@ class Pipeline:
             return self.tokenizer.decode_batch(result.tokens.view(-1, *layout.shape).cpu())
         return [prompt + self.tokenizer.decode(ids.cpu()) for ids in result.sequences()]
 
-    def _labels(self, n: int, cond: int | list[int] | None) -> torch.Tensor | None:
+    def class_index(self, label: int | str) -> int:
+        """A class label as its index: an int already, or one of the data's class names."""
+        if not isinstance(label, str):
+            return int(label)
+        if label.lstrip("-").isdigit():
+            return int(label)
+        names = self.class_names or []
+        lowered = [name.lower() for name in names]
+        if label.lower() in lowered:
+            return lowered.index(label.lower())
+        if not names:
+            raise TokarError(f"class {label!r}: this run's data has no class names; pass the "
+                             f"class index (0 to {self.prior.num_classes - 1}).")
+        raise TokarError(f"unknown class {label!r}; the classes are {', '.join(names)}."
+                         + did_you_mean(label, names))
+
+    def _labels(self, n: int, cond: int | str | list[int | str] | None) -> torch.Tensor | None:
         classes = self.prior.num_classes
         if not classes:
             if cond is not None:
@@ -313,6 +335,9 @@ class Pipeline:
             return None
         if cond is None:  # one of each class, in turn
             cond = [i % classes for i in range(n)]
+        if isinstance(cond, torch.Tensor):
+            cond = cond.tolist()
+        cond = [self.class_index(c) for c in cond] if isinstance(cond, list) else self.class_index(cond)
         labels = torch.as_tensor([cond] * n if isinstance(cond, int) else cond).long()
         if labels.numel() != n or labels.min() < 0 or labels.max() >= classes:
             raise TokarError(f"class labels must be {n} values in [0, {classes}).")
@@ -413,7 +438,10 @@ class Pipeline:
                 prior = to_precision(prior, precision)
             except ValueError as exc:
                 raise TokarError(str(exc)) from exc
-        return cls(recipe, tokenizer, prior, run_dir)
+        pipe = cls(recipe, tokenizer, prior, run_dir)
+        if (run_dir / CLASSES_FILE).is_file():
+            pipe.class_names = json.loads((run_dir / CLASSES_FILE).read_text())
+        return pipe
 
 
 FIT_EXAMPLES = 10_000  # how much of a streamed training split fits a tokenizer

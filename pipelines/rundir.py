@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 RECIPE_FILE = "recipe.yaml"
 RUN_FILE = "run.json"
+CLASSES_FILE = "classes.json"  # the data's class names, when it has them (`--class NAME`)
 
 # what a resume may change: how long and how verbosely it trains, never the model or data
 RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
