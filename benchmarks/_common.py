@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,3 +26,24 @@ def emit(result: dict[str, Any]) -> None:
     """Print the result as one JSON object on stdout (progress goes to stderr)."""
     json.dump({**result, "machine": machine()}, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def steps_per_second(recipe: Path, tmp: Path, overrides: list[str] = ()) -> float:
+    """Training steps per second of a recipe, from 40 steps (the first 10 are warm-up)."""
+    from pipelines import Pipeline
+
+    run = tmp / f"calib-{recipe.stem}-{len(list(tmp.glob('calib-*')))}"
+    pipe = Pipeline.from_recipe(recipe, [*overrides, "train.max_steps=40", "train.eval_every=40",
+                                         "train.eval_samples=0", "train.max_seconds=null"])
+    pipe.train(run, progress=False)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train" and r["step"] > 10]
+    return (train[-1]["step"] - train[0]["step"]) / (train[-1]["elapsed_s"] - train[0]["elapsed_s"])
+
+
+def budget_overrides(recipe: Path, seconds: float, tmp: Path, overrides: list[str] = ()) -> list[str]:
+    """Overrides that fit a recipe's training into `seconds`: max_steps from a timed calibration
+    run (so warmup + cosine schedule end with the budget), max_seconds as the hard cap."""
+    steps = max(1, int(steps_per_second(recipe, tmp, overrides) * seconds))
+    return [*overrides, f"train.max_steps={steps}", f"train.max_seconds={seconds}",
+            f"train.eval_every={max(1, steps // 10)}", "train.eval_samples=0"]

@@ -19,22 +19,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit  # noqa: E402
+from _common import budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from tokenizers_ar import BPETokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ["char_gpt", "char_lstm", "bpe_gpt"]
-
-
-def steps_per_second(recipe: Path, tmp: Path) -> float:
-    pipe = Pipeline.from_recipe(recipe, ["train.max_steps=40", "train.eval_every=40",
-                                         "train.eval_samples=0", "train.max_seconds=null"])
-    pipe.train(tmp / f"calib-{recipe.stem}", progress=False)
-    rows = [json.loads(x) for x in (tmp / f"calib-{recipe.stem}" / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["split"] == "train" and r["step"] > 10]
-    return (train[-1]["step"] - train[0]["step"]) / (train[-1]["elapsed_s"] - train[0]["elapsed_s"])
 
 
 def main() -> None:
@@ -46,12 +37,9 @@ def main() -> None:
         tmp = Path(tmp)
         for name in RECIPES:
             recipe = ROOT / "recipes" / "shakespeare" / f"{name}.yaml"
-            rate = steps_per_second(recipe, tmp)
-            steps = int(rate * args.seconds)
-            pipe = Pipeline.from_recipe(recipe, [f"train.max_steps={steps}",
-                                                 f"train.max_seconds={args.seconds}",
-                                                 f"train.eval_every={max(1, steps // 10)}",
-                                                 "train.eval_samples=0"])
+            overrides = budget_overrides(recipe, args.seconds, tmp)
+            steps = next(int(o.split("=")[1]) for o in overrides if o.startswith("train.max_steps="))
+            pipe = Pipeline.from_recipe(recipe, overrides)
             start = time.perf_counter()
             result = pipe.train(tmp / name, progress=False)
             wall = time.perf_counter() - start

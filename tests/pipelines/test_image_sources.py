@@ -35,6 +35,7 @@ def test_fashion_mnist_reads_idx_files_with_labels(tmp_path):
     assert len(splits["train"]) == 20 and len(splits["validation"]) == 5
     assert np.array_equal(np.asarray(splits["train"][3]["example"]), train[3])
     assert splits["train"][13]["label"] == 3
+    assert splits["validation"].features["label"].names[7] == "Sneaker"  # for --class Sneaker
     held = FashionMNISTSource(path=str(tmp_path), validation="split", val_fraction=0.25).load()
     assert len(held["validation"]) == 5
 
