@@ -9,10 +9,12 @@ from plugins.hookspecs import Register, hookimpl
 def tokar_register_tokenizers(register: Register) -> None:
     from tokenizers_ar.bpe import BPETokenizer
     from tokenizers_ar.char import CharTokenizer
+    from tokenizers_ar.mulaw import MuLawTokenizer
     from tokenizers_ar.pixel import PixelTokenizer
 
     register("bpe", BPETokenizer)
     register("char", CharTokenizer)
+    register("mulaw", MuLawTokenizer)
     register("pixel", PixelTokenizer)
 
 
