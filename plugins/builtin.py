@@ -23,10 +23,12 @@ def tokar_register_priors(register: Register) -> None:
     from priors.gpt import GPT
     from priors.lstm import LSTM
     from priors.pixelcnn import PixelCNN
+    from priors.wavenet import WaveNet
 
     register("gpt", GPT)
     register("lstm", LSTM)
     register("pixelcnn", PixelCNN)
+    register("wavenet", WaveNet)
 
 
 @hookimpl
