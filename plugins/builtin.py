@@ -33,10 +33,14 @@ def tokar_register_priors(register: Register) -> None:
 
 @hookimpl
 def tokar_register_sources(register: Register) -> None:
+    from pipelines.audio_sources import FSDDSource, HFAudioSource, WavFolderSource
     from pipelines.data import DigitsSource, HFSource, TextSource
     from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
 
     register("binarized_mnist", BinarizedMNISTSource)
+    register("fsdd", FSDDSource)
+    register("hf_audio", HFAudioSource)
+    register("wav_folder", WavFolderSource)
     register("fashion_mnist", FashionMNISTSource)
     register("text", TextSource)
     register("hf", HFSource)

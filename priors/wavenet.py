@@ -58,17 +58,28 @@ class ResidualLayer(nn.Module):
         self.res = None if last else nn.Conv1d(c.n_residual, c.n_residual, 1)
         self.skip = nn.Conv1d(c.n_residual, c.n_skip, 1)
 
-    def forward(self, window: torch.Tensor, bias: torch.Tensor | None, dilation: int | None = None):
-        """window (B, R, history + T) -> residual output (B, R, T) and skip (B, S, T).
-        `dilation=1` when the window already holds just the taps (fast generation)."""
-        d = self.dilation if dilation is None else dilation
-        pre = F.conv1d(window, self.conv.weight, self.conv.bias, dilation=d)  # (B, 2R, T)
+    def forward(self, window: torch.Tensor, bias: torch.Tensor | None):
+        """window (B, R, history + T) -> residual output (B, R, T) and skip (B, S, T)."""
+        pre = self.conv(window)  # (B, 2R, T): no padding, the window carries the history
         if bias is not None:
             pre = pre + bias
         f, g = pre.chunk(2, dim=1)
         z = torch.tanh(f) * torch.sigmoid(g)  # the gated activation unit
         x = window[:, :, window.size(2) - z.size(2) :]
         return (x if self.res is None else x + self.res(z)), self.skip(z)
+
+    def one(self, taps: torch.Tensor, bias: torch.Tensor | None):
+        """The same for one position from its K taps (B, R, K), as matrix-vector products:
+        no convolution call, whose fixed cost would dominate at this size."""
+        pre = F.linear(taps.flatten(1), self.conv.weight.flatten(1), self.conv.bias)  # (B, 2R)
+        if bias is not None:
+            pre = pre + bias[:, :, 0]
+        f, g = pre.chunk(2, dim=1)
+        z = torch.tanh(f) * torch.sigmoid(g)
+        x = taps[:, :, -1]
+        if self.res is not None:
+            x = x + F.linear(z, self.res.weight[:, :, 0], self.res.bias)
+        return x, F.linear(z, self.skip.weight[:, :, 0], self.skip.bias)  # (B, R), (B, S)
 
 
 @dataclass
@@ -161,7 +172,8 @@ class WaveNet(Prior):
             if k == 1:  # push the new input, pop the K taps it needs: O(1) per layer
                 ring[:, :, pos % L] = x[:, :, 0]
                 taps = (pos - layer.dilation * torch.arange(K - 1, -1, -1, device=ring.device)) % L
-                out, s = layer(ring[:, :, taps], bias, dilation=1)  # (B, R, K) window
+                out, s = layer.one(ring[:, :, taps], bias)  # from the (B, R, K) taps
+                out, s = out[:, :, None], s[:, :, None]
             else:  # a chunk: the layer's history from the queue, then the chunk, in one conv
                 history = (pos - layer.pad + torch.arange(layer.pad, device=ring.device)) % L
                 out, s = layer(torch.cat([ring[:, :, history], x], dim=2), bias)
@@ -170,6 +182,11 @@ class WaveNet(Prior):
                 ring.index_copy_(2, slots, x[:, :, k - keep :])
             x, skips = out, skips + s
         state.pos += k
+        if k == 1:  # the head's 1x1 convolutions as matrix-vector products, as in the layers
+            h = skips[:, :, 0]
+            for m in self.head:
+                h = F.linear(h, m.weight[:, :, 0], m.bias) if isinstance(m, nn.Conv1d) else m(h)
+            return h[:, None]  # (B, 1, V)
         return self.head(skips).transpose(1, 2)
 
     @property
