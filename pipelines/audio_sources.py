@@ -4,8 +4,9 @@
   with its official split (index 0-4 test, 5-49 train) and digit or speaker labels.
 - `wav_folder`: every audio file under a folder (labels from sub-folder names, optionally).
 - `hf_audio`: Hugging Face audio data sets, hub ids and the `audiofolder` builder. The Audio
-  column is read undecoded ({"bytes", "path"}) and decoded by soundfile in the tokenizer:
-  datasets' own decoder needs torchcodec and FFmpeg, which CPU-only installs often lack.
+  column is read undecoded ({"bytes", "path"}, or file paths for audiofolder) and decoded by
+  soundfile in the tokenizer: datasets' own audio codec needs torchcodec and FFmpeg, which
+  CPU-only installs often lack (datasets 5 needs it even to build an audiofolder split).
 
 Examples are file paths (or undecoded dicts), not waveforms: splits stay small and the tokenized
 cache does the decoding once.
@@ -113,12 +114,37 @@ class HFAudioSource(HFSource):
     Config = HFAudioConfig
     modality = "audio"
 
+    def _load_split(self, split: str, streaming: bool = False):
+        c = self.config
+        if c.path != "audiofolder" or c.data_dir is None:
+            return super()._load_split(split, streaming)
+        # The audiofolder builder encodes every file through torchcodec while it builds the
+        # split; declaring the audio column as plain paths (and the folder labels ourselves,
+        # as the builder would infer them) skips that, and soundfile reads the paths later.
+        root = Path(c.data_dir)
+        if not root.is_dir():
+            raise DataError(f"hf_audio source: data_dir {root} is not a folder; set data.data_dir.")
+        features = {c.column: datasets.Value("string")}
+        if c.label_column:
+            names = sorted({p.parent.name for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES})
+            features[c.label_column] = datasets.ClassLabel(names=names)
+        try:
+            return datasets.load_dataset("audiofolder", data_dir=c.data_dir, split=split, streaming=streaming,
+                                         features=datasets.Features(features),
+                                         drop_labels=not c.label_column)
+        except (FileNotFoundError, ValueError, OSError,
+                datasets.exceptions.DatasetGenerationError) as exc:
+            raise DataError(f"hf_audio source: could not load audiofolder {root} (split '{split}'): "
+                            f"{exc}.") from exc
+
     def _select_columns(self, ds):
         column = self.config.column
         features = ds.features or {}
-        if column in features and not isinstance(features[column], datasets.Audio):
-            raise DataError(f"hf_audio source: column '{column}' holds {features[column]}, not "
-                            "audio; set data.column to the Audio column.")
-        if column in features:  # undecoded: soundfile reads the bytes, no torchcodec needed
+        feature = features.get(column)
+        if feature is not None and not isinstance(feature, datasets.Audio) and \
+                getattr(feature, "dtype", None) != "string":
+            raise DataError(f"hf_audio source: column '{column}' holds {feature}, not audio or "
+                            "audio file paths; set data.column to the Audio column.")
+        if isinstance(feature, datasets.Audio):  # undecoded: soundfile reads the bytes, no torchcodec
             ds = ds.cast_column(column, datasets.Audio(decode=False))
         return super()._select_columns(ds)
