@@ -39,6 +39,40 @@ class Windows(Dataset):
         return {"ids": self.stream[start : start + self.seq_len]}
 
 
+class DocWindows(Dataset):
+    """Windows of `seq_len` tokens that lie inside one document of a labelled stream, each with
+    its document's label: a window never mixes two clips, so its class is never wrong. Documents
+    shorter than `seq_len` give no windows. Window w is the w-th (document, offset) pair in
+    stream order; `windows` selects some of them (evaluation)."""
+
+    def __init__(self, data: TokenData, seq_len: int, windows: np.ndarray | None = None):
+        self.stream = torch.from_numpy(data.tokens)
+        self.labels = torch.from_numpy(data.labels)
+        self.seq_len = seq_len
+        self.doc_starts = data.doc_starts
+        counts = np.maximum(data.doc_lengths - seq_len + 1, 0)  # windows per document
+        self.first = np.concatenate([[0], np.cumsum(counts)])  # first window of each document
+        self.windows = windows
+
+    @property
+    def total(self) -> int:
+        return int(self.first[-1])
+
+    def __len__(self) -> int:
+        return self.total if self.windows is None else len(self.windows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        w = int(self.windows[i]) if self.windows is not None else i
+        doc = int(np.searchsorted(self.first, w, side="right")) - 1
+        start = int(self.doc_starts[doc]) + w - int(self.first[doc])
+        return {"ids": self.stream[start : start + self.seq_len], "label": self.labels[doc]}
+
+    def covering(self) -> np.ndarray:
+        """Non-overlapping windows that cover each document (as far as whole windows go)."""
+        return np.concatenate([np.arange(a, b, self.seq_len) for a, b in
+                               zip(self.first[:-1], self.first[1:], strict=True)] + [[]]).astype(np.int64)
+
+
 class Rows(Dataset):
     """One fixed-length row of tokens per example (grids), with its class label if any."""
 
@@ -74,7 +108,20 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+def _labelled_stream(data: TokenData) -> bool:
+    return data.is_sequence and data.labels is not None and data.doc_starts is not None
+
+
 def train_dataset(data: TokenData, seq_len: int) -> Dataset:
+    if _labelled_stream(data):
+        ds = DocWindows(data, seq_len)
+        if len(ds) == 0:
+            raise DataError(
+                f"no training document is {seq_len} tokens long, so there is no window of "
+                f"train.seq_len={seq_len} inside one (labelled documents are not joined); lower "
+                "train.seq_len."
+            )
+        return ds
     ds = Windows(data.tokens, seq_len) if data.is_sequence else Rows(data)
     if len(ds) == 0:
         raise DataError(
@@ -89,6 +136,12 @@ def eval_dataset(data: TokenData, seq_len: int, batch_size: int, batches: int | 
     """A fixed validation set, the same at every evaluation so that numbers compare, and the
     same for any number of processes (`batches` counts global batches)."""
     batch_size *= num_processes
+    if _labelled_stream(data):
+        docs = DocWindows(data, seq_len)
+        if batches is None:
+            return DocWindows(data, seq_len, docs.covering())
+        n = min(docs.total, batches * batch_size)
+        return DocWindows(data, seq_len, np.linspace(0, max(docs.total - 1, 0), num=n).astype(np.int64))
     if data.is_sequence:
         n_windows = max(0, len(data.tokens) - seq_len + 1)
         if batches is None:  # non-overlapping windows covering the split

@@ -156,7 +156,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"speculative decoding: {result.accepted}/{result.proposed} draft tokens accepted "
               f"({result.acceptance_rate:.1%})", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
-    for path in write_samples(samples, out, pipe.grid_columns(args.label)):
+    for path in write_samples(samples, out, pipe.grid_columns(args.label), tokenizer=pipe.tokenizer):
         print(path)
     return 0
 
@@ -186,6 +186,14 @@ def read_examples(path: Path, modality: str) -> list[Any]:
         if not files:
             raise DataError(f"no images (.png, .jpg...) in {path}.")
         return [Image.open(p).copy() for p in files]
+    if modality == "audio":  # paths: the tokenizer reads (and resamples) them
+        from pipelines.audio_sources import AUDIO_SUFFIXES
+
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) \
+            if path.is_dir() else [path]
+        if not files:
+            raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {path}.")
+        return [str(p) for p in files]
     raise DataError(f"`tokar score DATA` does not read {modality} files yet; score the run's "
                     "validation split by leaving DATA out.")
 

@@ -1,7 +1,7 @@
 """Data sources and tokenized data.
 
 A source turns the recipe's `data:` section into a `datasets.DatasetDict` with splits "train" and
-"validation" and one column "example" (text or image), plus "label" when the data has classes.
+"validation" and one column "example" (text, image or audio), plus "label" when the data has classes.
 Hugging Face `datasets` is the container throughout: hub ids and local builders come in through the
 `hf` source, and tokenizing is a `Dataset.map` cached on disk under a key made of the tokenizer's
 fingerprint and the data's, so a second run with the same tokenizer skips the work and a changed
@@ -225,9 +225,13 @@ class TokenData:
     between them if the tokenizer has one), or one row per example for grid layouts."""
 
     tokens: np.ndarray  # (N,) stream or (N, L) rows, int64
-    labels: np.ndarray | None  # (N,) class labels for rows
+    labels: np.ndarray | None  # (N,) class labels for rows, or for the documents of a stream
     n_units: int  # data units (chars, subpixels...) the split holds
     layout: Layout
+    # Labelled streams only: where each document starts in `tokens` and how long it is, so
+    # that training windows stay inside one document and carry its label (audio clips).
+    doc_starts: np.ndarray | None = None
+    doc_lengths: np.ndarray | None = None
 
     @property
     def is_sequence(self) -> bool:
@@ -293,10 +297,14 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
         labels = table.column("label").to_numpy().astype(np.int64)
     if layout.kind == "seq":
         eos = tokenizer.eos_id
+        lengths = table.column("ids").combine_chunks().value_lengths().to_numpy().astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         if eos is not None and len(mapped) > 1:
-            lengths = table.column("ids").combine_chunks().value_lengths().to_numpy()
-            flat = np.insert(flat, np.cumsum(lengths)[:-1], eos)
-        return TokenData(flat, None, n_units, layout)
+            flat = np.insert(flat, starts[1:], eos)
+            starts = starts + np.arange(len(starts))  # each later document follows an EOS
+        if labels is None:
+            return TokenData(flat, None, n_units, layout)
+        return TokenData(flat, labels, n_units, layout, doc_starts=starts, doc_lengths=lengths)
     return TokenData(flat.reshape(len(mapped), layout.length), labels, n_units, layout)
 
 

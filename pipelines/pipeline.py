@@ -177,7 +177,7 @@ class Pipeline:
         if accelerator.is_main_process:
             write_atomically(self.run_dir / "prior", self._prior.save)
             write_samples(self.sample(self.recipe.sample.n), self.run_dir / "samples",
-                          self.grid_columns())
+                          self.grid_columns(), tokenizer=self.tokenizer)
             self._write_run_file("complete", result={
                 "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
                 "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
@@ -189,9 +189,11 @@ class Pipeline:
     def _write_eval_samples(self, step: int) -> None:
         """A quick look at what the model makes at this point of training."""
         examples = self.sample(self.recipe.train.eval_samples)
-        ext = ".png" if isinstance(examples[0], Image.Image) else ".txt"
+        # a grid image, a text file, or (audio) a folder of WAVs and their plot
+        first = examples[0]
+        ext = ".png" if isinstance(first, Image.Image) else ".txt" if isinstance(first, str) else ""
         write_samples(examples, self.run_dir / "samples" / f"step_{step:07d}{ext}",
-                      self.grid_columns())
+                      self.grid_columns(), tokenizer=self.tokenizer)
 
     def _load_splits(self):
         splits = self.recipe.data.cls(self.recipe.data.config).load()
@@ -309,6 +311,8 @@ class Pipeline:
         layout = self.tokenizer.layout
         if layout.kind == "grid":
             return self.tokenizer.decode_batch(result.tokens.view(-1, *layout.shape).cpu())
+        if self.tokenizer.modality != "text":  # audio: waveforms, no text prompt to prepend
+            return [self.tokenizer.decode(ids.cpu()) for ids in result.sequences()]
         return [prompt + self.tokenizer.decode(ids.cpu()) for ids in result.sequences()]
 
     def class_index(self, label: int | str) -> int:
@@ -392,8 +396,12 @@ class Pipeline:
                 total_nats -= prior.log_prob(rows[i : i + batch_size].to(device), c).sum().item()
             total_tokens = rows.numel()
         else:
-            for ids in encoded:
-                total_nats += stream_nll(prior, ids.to(device), batch_size)
+            if prior.num_classes and labels is None:
+                raise DataError("this prior is class-conditional: scoring needs labelled data "
+                                "(tokar score RUN_DIR DATA --class C).")
+            for i, ids in enumerate(encoded):
+                c = torch.tensor([labels[i]], device=device) if prior.num_classes else None
+                total_nats += stream_nll(prior, ids.to(device), batch_size, c)
                 total_tokens += ids.numel()
         nats_per_token = total_nats / max(total_tokens, 1)
         bits_per = {u: total_nats / max(c, 1) / LN2 for u, c in counts.items()}

@@ -1,4 +1,5 @@
-"""Writing decoded samples in the data's own form: text files, PNG grids of images."""
+"""Writing decoded samples in the data's own form: text files, PNG grids of images, WAV files
+of audio (with one PNG of their waveforms and spectrograms)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from pipelines.rundir import write_file_atomically, write_text_atomically
@@ -33,13 +35,52 @@ def image_grid(images: Sequence[Image.Image], cols: int | None = None, min_cell:
     return grid
 
 
-def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = None) -> list[Path]:
+def write_audio(waves: Sequence[np.ndarray], out: Path, sample_rate: int) -> list[Path]:
+    """One 16-bit WAV per waveform (sample_NNN.wav) in the folder `out`, and samples.png: a
+    row per sample, its waveform beside its spectrogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+    import soundfile as sf
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, wave in enumerate(waves):
+        path = out / f"sample_{i:03d}.wav"
+        data = np.clip(np.asarray(wave, dtype=np.float32), -1, 1)
+        write_file_atomically(path, lambda tmp, d=data: sf.write(tmp, d, sample_rate,
+                                                                  subtype="PCM_16", format="WAV"))
+        paths.append(path)
+    fig, axes = plt.subplots(len(waves), 2, figsize=(10, 1.8 * len(waves)), squeeze=False)
+    for (ax_wave, ax_spec), wave in zip(axes, waves, strict=True):
+        t = np.arange(len(wave)) / sample_rate
+        ax_wave.plot(t, wave, linewidth=0.5)
+        ax_wave.set(xlim=(0, max(t[-1], 1 / sample_rate)) if len(wave) else None, ylim=(-1, 1),
+                    ylabel="amplitude")
+        if len(wave) >= 256:  # a spectrogram needs a few FFT windows
+            ax_spec.specgram(wave, NFFT=256, Fs=sample_rate, noverlap=192, cmap="magma")
+        ax_spec.set(ylabel="Hz")
+    axes[-1][0].set_xlabel("seconds")
+    axes[-1][1].set_xlabel("seconds")
+    fig.tight_layout()
+    png = out / "samples.png"
+    write_file_atomically(png, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    plt.close(fig)
+    return [*paths, png]
+
+
+def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = None,
+                  tokenizer: Any = None) -> list[Path]:
     """Write samples: images as one PNG grid at `out` (a .png path, or a folder to hold
     samples.png); text as `out` (one .txt file, samples separated by a rule) or, for a folder,
-    one sample_NNN.txt per sample. `cols`: images per grid row. Returns the files written."""
+    one sample_NNN.txt per sample; audio (the tokenizer's modality, at its `sample_rate`) as
+    WAVs and a plot in the folder `out`. `cols`: images per grid row. Returns the files written."""
     out = Path(out)
     if not examples:
         return []
+    if tokenizer is not None and tokenizer.modality == "audio":
+        return write_audio(examples, out.with_suffix("") if out.suffix else out, tokenizer.sample_rate)
     if isinstance(examples[0], Image.Image):
         path = out if out.suffix.lower() == ".png" else out / "samples.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,14 +34,16 @@ class Score:
         }
 
 
-def stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
+def stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int,
+               cond: torch.Tensor | None = None) -> float:
     """Total NLL (nats) of one long sequence, by windows of the prior's context (or, for
-    priors without a context limit such as an LSTM, exactly, carrying the state along)."""
+    priors without a context limit such as an LSTM or WaveNet, exactly, carrying the state
+    along). `cond`: the sequence's class label, a (1,) tensor, for conditional priors."""
     window = prior.max_length
     if window is None:
-        return stateful_nll(prior, ids)
+        return stateful_nll(prior, ids, cond=cond)
     if ids.numel() <= window:
-        return -prior.log_prob(ids[None]).item()
+        return -prior.log_prob(ids[None], cond).item()
     stride = max(1, window // 2)
     # Window w covers [s, s + window) and scores the tokens not already scored by earlier ones.
     starts = list(range(0, ids.numel() - window + 1, stride))
@@ -51,7 +53,8 @@ def stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
     for i in range(0, len(starts), batch_size):
         chunk = starts[i : i + batch_size]
         batch = torch.stack([ids[s : s + window] for s in chunk])
-        nll = token_nll(prior(batch), batch)  # (b, window)
+        c = cond.expand(len(chunk)) if cond is not None else None
+        nll = token_nll(prior(batch, c), batch)  # (b, window)
         for row, s in zip(nll, chunk, strict=True):
             first = scored_to - s  # positions before this were scored by an earlier window
             total += row[first:].sum().item()
@@ -59,9 +62,10 @@ def stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int) -> float:
     return total
 
 
-def stateful_nll(prior: Prior, ids: torch.Tensor, chunk: int = 4096) -> float:
+def stateful_nll(prior: Prior, ids: torch.Tensor, chunk: int = 4096,
+                 cond: torch.Tensor | None = None) -> float:
     """-log p(ids) through init_state/step in chunks: exact, memory bounded."""
-    logits, state = prior.init_state(1)
+    logits, state = prior.init_state(1, cond)
     total = 0.0
     for s in range(0, ids.numel(), chunk):
         piece = ids[s : s + chunk]

@@ -9,10 +9,12 @@ from plugins.hookspecs import Register, hookimpl
 def tokar_register_tokenizers(register: Register) -> None:
     from tokenizers_ar.bpe import BPETokenizer
     from tokenizers_ar.char import CharTokenizer
+    from tokenizers_ar.mulaw import MuLawTokenizer
     from tokenizers_ar.pixel import PixelTokenizer
 
     register("bpe", BPETokenizer)
     register("char", CharTokenizer)
+    register("mulaw", MuLawTokenizer)
     register("pixel", PixelTokenizer)
 
 
@@ -21,18 +23,24 @@ def tokar_register_priors(register: Register) -> None:
     from priors.gpt import GPT
     from priors.lstm import LSTM
     from priors.pixelcnn import PixelCNN
+    from priors.wavenet import WaveNet
 
     register("gpt", GPT)
     register("lstm", LSTM)
     register("pixelcnn", PixelCNN)
+    register("wavenet", WaveNet)
 
 
 @hookimpl
 def tokar_register_sources(register: Register) -> None:
+    from pipelines.audio_sources import FSDDSource, HFAudioSource, WavFolderSource
     from pipelines.data import DigitsSource, HFSource, TextSource
     from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
 
     register("binarized_mnist", BinarizedMNISTSource)
+    register("fsdd", FSDDSource)
+    register("hf_audio", HFAudioSource)
+    register("wav_folder", WavFolderSource)
     register("fashion_mnist", FashionMNISTSource)
     register("text", TextSource)
     register("hf", HFSource)

@@ -67,5 +67,5 @@ class TestConditionalGPT(PriorContract):
 
 
 def test_every_builtin_is_covered():
-    assert {"bpe", "char", "pixel"} <= set(TOKENIZERS)
-    assert {"gpt", "lstm", "pixelcnn"} <= set(PRIORS)
+    assert {"bpe", "char", "mulaw", "pixel"} <= set(TOKENIZERS)
+    assert {"gpt", "lstm", "pixelcnn", "wavenet"} <= set(PRIORS)

@@ -16,7 +16,8 @@ Subclass it in your tests and provide two fixtures::
         def examples(self):
             return my_examples()[:4]
 
-`example_data(modality)` gives small real-looking examples for "text" and "image" tokenizers.
+`example_data(modality)` gives small real-looking examples for "text", "image" and "audio"
+tokenizers (audio: decaying tones with noise, in each accepted input form and at two rates).
 """
 
 from __future__ import annotations
@@ -38,13 +39,24 @@ TEXT = [
 
 
 def example_data(modality: str, n: int = 4, seed: int = 0) -> list[Any]:
-    """Small examples for a modality: text strings, or 8x8 grayscale PIL images."""
+    """Small examples for a modality: text strings, 8x8 grayscale PIL images, or short audio
+    clips as {"array", "sampling_rate"} dicts and (array, rate) tuples at 16 and 22.05 kHz."""
     if modality == "text":
         return [TEXT[i % len(TEXT)] for i in range(n)]
     if modality == "image":
         rng = np.random.default_rng(seed)
         return [Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L")
                 for _ in range(n)]
+    if modality == "audio":
+        rng = np.random.default_rng(seed)
+        out: list[Any] = []
+        for i in range(n):
+            rate = (16000, 22050)[i % 2]
+            t = np.arange(int(rate * 0.05 * (1 + i % 3))) / rate
+            wave = 0.5 * np.exp(-8 * t) * np.sin(2 * np.pi * rng.uniform(100, 1000) * t)
+            wave = (wave + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+            out.append({"array": wave, "sampling_rate": rate} if i % 2 == 0 else (wave, rate))
+        return out
     raise ValueError(f"no example data for modality {modality!r}")
 
 

@@ -1,0 +1,211 @@
+"""WaveNet (van den Oord et al. 2016, "WaveNet: A Generative Model for Raw Audio"): a stack of
+dilated causal convolutions over a sequence of tokens (mu-law audio samples, usually).
+
+Each residual layer applies a dilated causal convolution (kernel `kernel_size`, dilation d) and
+a gated activation z = tanh(W_f * x + V_f h) * sigmoid(W_g * x + V_g h), then a 1x1 convolution
+back onto the residual stream (x + res(z)) and another to the skip connections. Dilations double
+within a block, 1, 2, 4, ..., 2^(n_layer - 1), and the block repeats `n_block` times, so the
+receptive field grows exponentially with depth: (kernel_size - 1) * n_block * (2^n_layer - 1) + 1
+inputs. The summed skips go through ReLU, 1x1, ReLU, 1x1 to a vocab_size-way softmax. Global
+conditioning (the paper's h: a speaker or a digit) is a learned per-class bias on every gate.
+
+Causality: the input at position t is the embedding of token t - 1, and position 0 holds a
+learned start vector (as in priors/gpt.py), so logits[:, t] see tokens < t only and the first
+sample is predicted too; every convolution is left-padded, never looks ahead.
+
+Fast generation (Paine et al. 2016, "Fast Wavenet Generation Algorithm"): `step` keeps, per
+layer, a queue (a ring buffer) of that layer's recent inputs. A new sample pops the
+kernel_size taps it needs (d steps back) and pushes its own input, so one sample costs
+O(layers), not O(receptive field) as a full recompute does (`naive_next_logits`, kept for tests
+and benchmarks/wavenet_generation.py). Queues keep `max_rewind` extra entries, which is what
+rewind (speculative decoding) needs; reorder_state (beam search) selects rows.
+
+Not here: local conditioning (upsampled features such as mel spectrograms, for TTS),
+the context stacks of the paper, and parallel/distilled WaveNet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from priors.base import Prior, PriorConfig, StartToken, StepOutput
+from tokenizers_ar.base import Layout
+
+
+class WaveNetConfig(PriorConfig):
+    n_layer: int = Field(10, ge=1, description="layers per block: dilations 1, 2, ..., 2^(n_layer-1)")
+    n_block: int = Field(2, ge=1, description="times the dilation cycle repeats")
+    kernel_size: int = Field(2, ge=2, description="taps of each dilated convolution")
+    n_residual: int = Field(32, ge=1, description="channels of the residual stream")
+    n_skip: int = Field(64, ge=1, description="channels of the skip connections and output head")
+    n_classes: int = Field(0, ge=0, description="labels for global conditioning (0: none)")
+    max_rewind: int = Field(16, ge=0, description="tokens a decoding state can rewind")
+
+
+class ResidualLayer(nn.Module):
+    def __init__(self, c: WaveNetConfig, dilation: int, last: bool):
+        super().__init__()
+        self.dilation = dilation
+        self.pad = dilation * (c.kernel_size - 1)  # inputs of history each output needs
+        self.conv = nn.Conv1d(c.n_residual, 2 * c.n_residual, c.kernel_size, dilation=dilation)
+        self.cond = nn.Embedding(c.n_classes, 2 * c.n_residual) if c.n_classes else None
+        # the last layer's residual output would feed nothing: leave it out (no unused weights)
+        self.res = None if last else nn.Conv1d(c.n_residual, c.n_residual, 1)
+        self.skip = nn.Conv1d(c.n_residual, c.n_skip, 1)
+
+    def forward(self, window: torch.Tensor, bias: torch.Tensor | None):
+        """window (B, R, history + T) -> residual output (B, R, T) and skip (B, S, T)."""
+        pre = self.conv(window)  # (B, 2R, T): no padding, the window carries the history
+        if bias is not None:
+            pre = pre + bias
+        f, g = pre.chunk(2, dim=1)
+        z = torch.tanh(f) * torch.sigmoid(g)  # the gated activation unit
+        x = window[:, :, window.size(2) - z.size(2) :]
+        return (x if self.res is None else x + self.res(z)), self.skip(z)
+
+    def one(self, taps: torch.Tensor, bias: torch.Tensor | None):
+        """The same for one position from its K taps (B, R, K), as matrix-vector products:
+        no convolution call, whose fixed cost would dominate at this size."""
+        pre = F.linear(taps.flatten(1), self.conv.weight.flatten(1), self.conv.bias)  # (B, 2R)
+        if bias is not None:
+            pre = pre + bias[:, :, 0]
+        f, g = pre.chunk(2, dim=1)
+        z = torch.tanh(f) * torch.sigmoid(g)
+        x = taps[:, :, -1]
+        if self.res is not None:
+            x = x + F.linear(z, self.res.weight[:, :, 0], self.res.bias)
+        return x, F.linear(z, self.skip.weight[:, :, 0], self.skip.bias)  # (B, R), (B, S)
+
+
+@dataclass
+class WaveNetState:
+    """Fast generation queues: rings[l] (B, R, L_l) holds layer l's inputs at positions
+    p (slot p % L_l) for the last L_l positions; position 0 is the start vector."""
+
+    rings: list[torch.Tensor]
+    biases: list[torch.Tensor | None]  # per-layer class bias (B, 2R, 1)
+    pos: int  # the next input position to write
+    rewindable: int  # tokens that can be forgotten
+
+
+class WaveNet(Prior):
+    name = "wavenet"
+    Config = WaveNetConfig
+    layouts = frozenset({"seq"})
+
+    def __init__(self, config: WaveNetConfig, vocab_size: int, layout: Layout):
+        super().__init__(config, vocab_size, layout)
+        c = config
+        self.embed = nn.Embedding(vocab_size, c.n_residual)  # = a 1x1 conv of the one-hot input
+        self.start = StartToken(c.n_residual)
+        dilations = [2**i for i in range(c.n_layer)] * c.n_block
+        self.layers = nn.ModuleList(ResidualLayer(c, d, last=i == len(dilations) - 1)
+                                    for i, d in enumerate(dilations))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(c.n_skip, c.n_skip, 1), nn.ReLU(),
+                                  nn.Conv1d(c.n_skip, vocab_size, 1))
+
+    @property
+    def receptive_field(self) -> int:
+        """Inputs that one output depends on (the current one included)."""
+        return sum(layer.pad for layer in self.layers) + 1
+
+    def _biases(self, batch_size: int, cond: torch.Tensor | None) -> list[torch.Tensor | None]:
+        if self.num_classes and cond is None:
+            raise ValueError(f"this WaveNet is class-conditional (n_classes={self.num_classes}): "
+                             "pass cond, the class labels")
+        return [layer.cond(cond.view(batch_size))[:, :, None] if layer.cond is not None else None
+                for layer in self.layers]
+
+    def _inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) -> the inputs (B, R, T + 1): start vector, then each token's embedding."""
+        x = torch.cat([self.start(ids.size(0), None), self.embed(ids)], dim=1)  # (B, T + 1, R)
+        return x.transpose(1, 2)
+
+    def _stack(self, x: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
+        """Inputs (B, R, T) -> logits (B, V, T), every convolution causally zero-padded."""
+        skips = 0
+        for layer, bias in zip(self.layers, biases, strict=True):
+            x, s = layer(F.pad(x, (layer.pad, 0)), bias)
+            skips = skips + s
+        return self.head(skips)
+
+    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = ids.shape
+        if T == 0:
+            return torch.empty(B, 0, self.vocab_size, device=ids.device)
+        x = self._inputs(ids[:, :-1])  # (B, R, T): the last token predicts nothing here
+        return self._stack(x, self._biases(B, cond)).transpose(1, 2)  # (B, T, V)
+
+    @torch.no_grad()
+    def naive_next_logits(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, V) of the token after `ids` (B, T), recomputed from scratch over the last
+        `receptive_field` inputs: the slow generation that Fast WaveNet replaces."""
+        x = self._inputs(ids)[:, :, -self.receptive_field :]
+        return self._stack(x, self._biases(ids.size(0), cond))[:, :, -1]
+
+    # -- fast generation -------------------------------------------------------------------------
+    def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
+        w = self.embed.weight
+        rings = [torch.zeros(batch_size, self.config.n_residual, layer.pad + self.config.max_rewind + 1,
+                             dtype=w.dtype, device=w.device) for layer in self.layers]
+        state = WaveNetState(rings, self._biases(batch_size, cond), pos=0, rewindable=0)
+        logits = self._push(state, self.start(batch_size, None).transpose(1, 2))  # (B, 1, V)
+        return StepOutput(logits[:, 0], state)
+
+    def step(self, state: WaveNetState, ids: torch.Tensor) -> StepOutput:
+        logits = self._push(state, self.embed(ids).transpose(1, 2))
+        state.rewindable = min(state.rewindable + ids.size(1), self.config.max_rewind)
+        return StepOutput(logits, state)
+
+    def _push(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
+        """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> logits (B, k, V)."""
+        k, pos, K = x.size(2), state.pos, self.config.kernel_size
+        skips = 0
+        for i, (layer, bias) in enumerate(zip(self.layers, state.biases, strict=True)):
+            ring = state.rings[i]
+            L = ring.size(2)
+            if k == 1:  # push the new input, pop the K taps it needs: O(1) per layer
+                ring[:, :, pos % L] = x[:, :, 0]
+                taps = (pos - layer.dilation * torch.arange(K - 1, -1, -1, device=ring.device)) % L
+                out, s = layer.one(ring[:, :, taps], bias)  # from the (B, R, K) taps
+                out, s = out[:, :, None], s[:, :, None]
+            else:  # a chunk: the layer's history from the queue, then the chunk, in one conv
+                history = (pos - layer.pad + torch.arange(layer.pad, device=ring.device)) % L
+                out, s = layer(torch.cat([ring[:, :, history], x], dim=2), bias)
+                keep = min(k, L)  # older inputs of a long chunk would be overwritten anyway
+                slots = (pos + k - keep + torch.arange(keep, device=ring.device)) % L
+                ring.index_copy_(2, slots, x[:, :, k - keep :])
+            x, skips = out, skips + s
+        state.pos += k
+        if k == 1:  # the head's 1x1 convolutions as matrix-vector products, as in the layers
+            h = skips[:, :, 0]
+            for m in self.head:
+                h = F.linear(h, m.weight[:, :, 0], m.bias) if isinstance(m, nn.Conv1d) else m(h)
+            return h[:, None]  # (B, 1, V)
+        return self.head(skips).transpose(1, 2)
+
+    @property
+    def max_rewind(self) -> int:
+        return self.config.max_rewind
+
+    def rewind(self, state: WaveNetState, n: int) -> WaveNetState:
+        # The queues still hold the inputs before the forgotten ones (they keep max_rewind
+        # extra entries); stepping back the write position is all it takes.
+        if n <= 0:
+            return state
+        if n > state.rewindable:
+            raise ValueError(f"cannot rewind {n} tokens: this state can forget {state.rewindable} "
+                             f"(wavenet.max_rewind={self.config.max_rewind})")
+        state.pos -= n
+        state.rewindable -= n
+        return state
+
+    def reorder_state(self, state: WaveNetState, index: torch.Tensor) -> WaveNetState:
+        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731 - (B, ...)
+        return WaveNetState([pick(r) for r in state.rings], [pick(b) for b in state.biases],
+                            state.pos, state.rewindable)

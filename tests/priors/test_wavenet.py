@@ -1,0 +1,124 @@
+"""WaveNet: dilations and receptive field, fast generation == naive recompute, rewind, reorder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from priors.sampling import DecodeConfig, generate
+from priors.testing import PriorContract
+from priors.wavenet import WaveNet, WaveNetConfig
+from tokenizers_ar.base import Layout
+
+V = 11
+
+
+def make(**settings) -> WaveNet:
+    torch.manual_seed(0)
+    config = WaveNetConfig(**{"n_layer": 4, "n_block": 2, "n_residual": 8, "n_skip": 16, **settings})
+    return WaveNet(config, vocab_size=V, layout=Layout.seq()).eval()
+
+
+class TestConditionalWaveNet(PriorContract):
+    """The contract with global conditioning on."""
+
+    @pytest.fixture
+    def make_prior(self):
+        return lambda v, layout: WaveNet(WaveNetConfig(n_layer=2, n_residual=8, n_skip=8, n_classes=3),
+                                         vocab_size=v, layout=layout)
+
+
+def test_dilations_and_receptive_field():
+    model = make(kernel_size=3)
+    assert [layer.dilation for layer in model.layers] == [1, 2, 4, 8, 1, 2, 4, 8]
+    assert model.receptive_field == 2 * 2 * 15 + 1
+    # token t is input t + 1, so it reaches exactly positions t + 1 .. t + receptive_field
+    rf, t = model.receptive_field, 3
+    ids = torch.randint(0, V, (1, t + rf + 5), generator=torch.Generator().manual_seed(0))
+    changed = ids.clone()
+    changed[0, t] = (changed[0, t] + 1) % V
+    with torch.no_grad():
+        diff = (model(ids) - model(changed)).abs().amax(-1)[0]
+    assert diff[: t + 1].max() == 0
+    assert diff[t + rf] > 0
+    assert diff[t + rf + 1 :].max() == 0
+
+
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_fast_generation_matches_naive_recompute(n_classes):
+    """Paine et al.'s queues give the very conditionals of a full recompute, over a sequence
+    over two receptive fields long (every queue wraps around)."""
+    model = make(n_classes=n_classes, max_rewind=0)
+    cond = torch.tensor([0, 2]) if n_classes else None
+    g = torch.Generator().manual_seed(1)
+    logits, state = model.init_state(2, cond)
+    ids = torch.zeros(2, 0, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(2 * model.receptive_field + 5):
+            torch.testing.assert_close(logits, model.naive_next_logits(ids, cond), atol=1e-5, rtol=1e-5)
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=g)  # (B, 1)
+            ids = torch.cat([ids, nxt], dim=1)
+            out, state = model.step(state, nxt)
+            logits = out[:, -1]
+        # and both agree with teacher forcing
+        torch.testing.assert_close(model(ids, cond)[:, -1], model.naive_next_logits(ids[:, :-1], cond),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_steps_match_forward_on_long_sequences():
+    model = make()
+    ids = torch.randint(0, V, (2, 150), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, state = model.init_state(2)
+        outs = [logits[:, None]]
+        for s, k in [(0, 7), (7, 1), (8, 60), (68, 1), (69, 80)]:
+            out, state = model.step(state, ids[:, s : s + k])
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, 1)[:, :150], model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_rewind_forgets_exactly():
+    model = make(max_rewind=5)
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randint(0, V, (1, 40), generator=g), torch.randint(0, V, (1, 4), generator=g)
+    with torch.no_grad():
+        _, state = model.init_state(1)
+        _, state = model.step(state, a[:, :36])
+        _, state = model.step(state, a[:, 36:])  # 4 tokens to be rejected, fed in one chunk
+        state = model.rewind(state, 4)
+        out, state = model.step(state, b)
+        expected = model(torch.cat([a[:, :36], b, b[:, :1]], dim=1))[:, 37:41]
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="can forget 5"):
+            model.rewind(state, 6)  # the queues keep max_rewind = 5 spare inputs, no more
+        assert model.rewind(state, 0) is state
+
+
+def test_reorder_state_follows_rows():
+    model = make(n_classes=3)
+    ids = torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(4))
+    cond = torch.tensor([0, 1, 2])
+    order = torch.tensor([2, 2, 0])
+    with torch.no_grad():
+        _, state = model.init_state(3, cond)
+        _, state = model.step(state, ids[:, :18])
+        state = model.reorder_state(state, order)
+        out, _ = model.step(state, ids[order, 18:19])  # -> the logits of token 19
+        torch.testing.assert_close(out[:, 0], model(ids[order], cond[order])[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_strategies_run():
+    model = make(n_classes=2)
+    cond = torch.tensor([0, 1])
+    for config in (DecodeConfig(max_new_tokens=30, top_k=5), DecodeConfig(max_new_tokens=10, num_beams=2)):
+        out = generate(model, 2, config, cond=cond, generator=torch.Generator().manual_seed(0))
+        assert out.tokens.shape[0] == 2 and out.tokens.max() < V
+
+
+def test_conditioning_is_required_and_used():
+    model = make(n_classes=3)
+    ids = torch.randint(0, V, (1, 10), generator=torch.Generator().manual_seed(5))
+    with pytest.raises(ValueError, match="class-conditional"):
+        model(ids)
+    with torch.no_grad():
+        assert not torch.allclose(model(ids, torch.tensor([0])), model(ids, torch.tensor([1])))
