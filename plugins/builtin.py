@@ -10,10 +10,14 @@ def tokar_register_tokenizers(register: Register) -> None:
     from tokenizers_ar.bpe import BPETokenizer
     from tokenizers_ar.char import CharTokenizer
     from tokenizers_ar.pixel import PixelTokenizer
+    from tokenizers_ar.vqgan import VQGANTokenizer
+    from tokenizers_ar.vqvae import VQVAETokenizer
 
     register("bpe", BPETokenizer)
     register("char", CharTokenizer)
     register("pixel", PixelTokenizer)
+    register("vqvae", VQVAETokenizer)
+    register("vqgan", VQGANTokenizer)
 
 
 @hookimpl

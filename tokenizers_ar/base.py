@@ -82,6 +82,11 @@ class Tokenizer(ABC):
     unit: ClassVar[str]  # data unit that scores are reported in: "char", "subpixel", "sample"
     layout_kind: ClassVar[str]  # "seq" | "grid": known before fitting, so recipes validate early
     lossless: ClassVar[bool] = True
+    # encode(decode(ids)) == ids exactly. Learned codes (VQ) are only mostly stable: the decoded
+    # image may encode to a neighbouring code; such tokenizers test their own agreement rate.
+    stable_codes: ClassVar[bool] = True
+    # Settings for a small instance that fits in a second (contract and smoke tests).
+    smoke_settings: ClassVar[dict[str, Any]] = {}
     format_version: ClassVar[int] = 1
 
     def __init__(self, config: TokenizerConfig | None = None, **settings: Any):
