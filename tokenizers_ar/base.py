@@ -218,6 +218,18 @@ class Tokenizer(ABC):
         return f"{type(self).__name__}({fitted})"
 
 
+def code_stats(counts: torch.Tensor) -> dict[str, float]:
+    """How evenly a tokenizer uses its vocabulary, from per-id counts: usage (share of ids used at
+    least once) and perplexity exp(H(p)) of the id distribution (K when all K ids are used
+    equally, 1 when one id takes everything). Used for VQ codebook health."""
+    total = counts.sum()
+    if total == 0:
+        return {"usage": 0.0, "perplexity": 0.0}
+    p = counts[counts > 0].double() / total
+    return {"usage": (counts > 0).float().mean().item(),
+            "perplexity": math.exp(-(p * p.log()).sum().item())}
+
+
 def write_config(directory: Path, payload: dict[str, Any]) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 

@@ -36,7 +36,7 @@ from vector_quantize_pytorch import VectorQuantize
 
 from plugins.errors import TokenizerError
 from tokenizers_ar import images
-from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig
+from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig, code_stats
 
 logger = logging.getLogger(__name__)
 
@@ -333,13 +333,3 @@ class VQVAETokenizer(Tokenizer):
             raise TokenizerError(f"{self.name} tokenizer is not trained yet: call fit(images) first "
                                  "(tokar train does), or load one with tokenizer.pretrained.")
 
-
-def code_stats(counts: torch.Tensor) -> dict[str, float]:
-    """Codebook usage (share of codes used at least once) and perplexity exp(H(p)) of the code
-    distribution: K when all K codes are used equally, 1 when one code takes everything."""
-    total = counts.sum()
-    if total == 0:
-        return {"usage": 0.0, "perplexity": 0.0}
-    p = counts[counts > 0] / total
-    return {"usage": (counts > 0).float().mean().item(),
-            "perplexity": math.exp(-(p * p.log()).sum().item())}
