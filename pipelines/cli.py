@@ -5,6 +5,7 @@
     tokar sample RUN_DIR [-n N] [--temperature T] [--top-k K] [--seed S] [--class C] [--out PATH]
     tokar score RUN_DIR [DATA]
     tokar validate RECIPE [key=value ...]
+    tokar codes verify RUN_DIR [--split S] [--limit N]
     tokar plot RUN_DIR [--out PATH]
     tokar plugins
 
@@ -109,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output PNG (default: RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
+    p = sub.add_parser("codes", help="inspect a run's cached codes (two-stage image runs)")
+    codes = p.add_subparsers(dest="codes_command", required=True, metavar="ACTION")
+    p = codes.add_parser("verify", help="decode the cached codes and report the reconstruction "
+                         "error against the original images (MSE, PSNR) as JSON")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="validation", help="train or validation (default)")
+    p.add_argument("--limit", type=int, help="only the first N images of the split")
+    p.set_defaults(func=cmd_codes_verify)
+
     p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
     p.set_defaults(func=cmd_plugins)
     return parser
@@ -205,10 +215,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_codes_verify(args: argparse.Namespace) -> int:
+    from pipelines.pipeline import Pipeline
+    from pipelines.stage1 import verify_codes
+
+    if args.limit is not None and args.limit < 1:
+        raise TokarError(f"--limit must be at least 1, got {args.limit}.")
+    print(json.dumps(verify_codes(Pipeline.load(args.run_dir), args.split, args.limit)))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.recipe import load_recipe
+    from pipelines.stage1 import tokenizer_dir
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.tokenizer.pretrained:
+        tokenizer_dir(recipe.tokenizer.pretrained)  # the folder must hold a saved tokenizer
     print(f"ok: {args.recipe}: data={recipe.data.name} tokenizer={recipe.tokenizer.name} "
           f"prior={recipe.prior.name} ({recipe.train.max_steps} steps)")
     return 0

@@ -55,6 +55,8 @@ class FashionMNISTConfig(SourceConfig):
     path: str = Field("/usr/share/datasets/fashion-mnist", description="folder of the IDX files")
     validation: Literal["test", "split"] = Field(
         "test", description="the official 10,000 test images, or val_fraction of train")
+    train_examples: int | None = Field(None, ge=1, description="only the first N training images "
+                                       "(quick runs and benchmarks with a small budget)")
 
 
 class FashionMNISTSource(Source):
@@ -64,7 +66,9 @@ class FashionMNISTSource(Source):
 
     def load(self) -> datasets.DatasetDict:
         root = Path(self.config.path)
-        train = _images(*self._read(root, "train"), names=FASHION_CLASSES)
+        images, labels = self._read(root, "train")
+        n = self.config.train_examples
+        train = _images(images[:n], labels[:n], names=FASHION_CLASSES)
         if self.config.validation == "split":
             return self._split(train)
         held = _images(*self._read(root, "t10k"), names=FASHION_CLASSES)

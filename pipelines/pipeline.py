@@ -28,6 +28,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from pipelines import data as data_lib
+from pipelines import stage1
 from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
 from pipelines.recipe import Recipe, load_recipe
 from pipelines.rundir import (
@@ -55,7 +56,6 @@ from tokenizers_ar.base import Tokenizer
 logger = logging.getLogger(__name__)
 
 
-
 class Pipeline:
     def __init__(self, recipe: Recipe, tokenizer: Tokenizer, prior: Prior | None = None,
                  run_dir: Path | None = None):
@@ -70,7 +70,7 @@ class Pipeline:
     def from_recipe(cls, recipe: str | Path | dict[str, Any], overrides: list[str] | tuple = (),
                     registries: Registries | None = None) -> Pipeline:
         r = load_recipe(recipe, overrides, registries)
-        return cls(r, r.tokenizer.cls(r.tokenizer.config))
+        return cls(r, stage1.build_tokenizer(r.tokenizer))
 
     @property
     def prior(self) -> Prior:
@@ -108,6 +108,8 @@ class Pipeline:
                     logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
                     self.tokenizer.fit(_fit_examples(splits["train"]))
                 write_atomically(self.run_dir / "tokenizer", self.tokenizer.save)
+                if stage1.needs_health(self.tokenizer):  # check the code before stage 2 uses it
+                    stage1.write_health(self.tokenizer, stage1.held_out(splits), self.run_dir)
             else:
                 self.tokenizer = type(self.tokenizer).from_pretrained(self.run_dir / "tokenizer")
             tokens = self._tokenize(splits)

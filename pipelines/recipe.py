@@ -9,6 +9,8 @@
   a section that names another component (`prior: {name: lstm}` over a gpt) replaces it.
 - Overrides `a.b=value` (the value is parsed as YAML) and `~a.b` (delete) apply after loading.
 - `${data_dir}` is the top-level `data_dir` key, else $TOKAR_DATA_DIR, else ./data.
+- `tokenizer: {name: vqvae, pretrained: RUN_DIR}` loads a trained tokenizer (a run directory or a
+  saved tokenizer folder) instead of fitting one: stage 1 trained once, reused by many priors.
 - `source:`/`name:` pick registered components by name (never import paths); each section is then
   checked against that component's config schema. Every problem is reported at once, each with its
   key path, the valid keys and the closest match.
@@ -85,6 +87,7 @@ class Component:
     name: str
     cls: type
     config: BaseModel
+    pretrained: str | None = None  # tokenizers only: load a trained one from this folder
 
 
 @dataclass
@@ -102,7 +105,9 @@ class Recipe:
         return {
             "data_dir": self.data_dir,
             "data": {"source": self.data.name, **self.data.config.model_dump(mode="json")},
-            "tokenizer": {"name": self.tokenizer.name, **self.tokenizer.config.model_dump(mode="json")},
+            "tokenizer": {"name": self.tokenizer.name,
+                          **({"pretrained": self.tokenizer.pretrained} if self.tokenizer.pretrained else {}),
+                          **self.tokenizer.config.model_dump(mode="json")},
             "prior": {"name": self.prior.name, **self.prior.config.model_dump(mode="json")},
             "train": self.train.model_dump(mode="json"),
             "sample": self.sample.model_dump(mode="json"),
@@ -288,6 +293,10 @@ def _component(raw, section, selector, registry, problems) -> Component | None:
         return None
     settings = dict(body)
     name = settings.pop(selector, None)
+    pretrained = settings.pop("pretrained", None) if section == "tokenizer" else None
+    if pretrained is not None and not isinstance(pretrained, str):
+        problems.append(f"tokenizer.pretrained: expected a folder path, got {pretrained!r}")
+        pretrained = None
     if name is None:
         problems.append(
             f"{section}.{selector}: missing; choose one of {', '.join(registry.names())}"
@@ -299,7 +308,7 @@ def _component(raw, section, selector, registry, problems) -> Component | None:
         problems.append(f"{section}.{selector}: {exc}")
         return None
     config = _model(cls.Config, settings, section, problems)
-    return Component(str(name), cls, config) if config is not None else None
+    return Component(str(name), cls, config, pretrained) if config is not None else None
 
 
 def _model(model: type[BaseModel], settings: Any, section: str, problems: list[str]):

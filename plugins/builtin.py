@@ -11,11 +11,15 @@ def tokar_register_tokenizers(register: Register) -> None:
     from tokenizers_ar.char import CharTokenizer
     from tokenizers_ar.mulaw import MuLawTokenizer
     from tokenizers_ar.pixel import PixelTokenizer
+    from tokenizers_ar.vqgan import VQGANTokenizer
+    from tokenizers_ar.vqvae import VQVAETokenizer
 
     register("bpe", BPETokenizer)
     register("char", CharTokenizer)
     register("mulaw", MuLawTokenizer)
     register("pixel", PixelTokenizer)
+    register("vqvae", VQVAETokenizer)
+    register("vqgan", VQGANTokenizer)
 
 
 @hookimpl

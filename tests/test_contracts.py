@@ -14,13 +14,19 @@ TOKENIZERS = get_registries().tokenizers.names()
 PRIORS = get_registries().priors.names()
 
 
+# module scope: a trained tokenizer (VQ) is fitted once, not once per check
+@pytest.fixture(params=TOKENIZERS, scope="module")
+def fitted_tokenizer(request):
+    cls = get_registries().tokenizers.get(request.param)
+    tok = cls(**cls.smoke_settings)
+    tok.fit(example_data(cls.modality, n=8))
+    return tok
+
+
 class TestRegisteredTokenizers(TokenizerContract):
-    @pytest.fixture(params=TOKENIZERS)
-    def tokenizer(self, request):
-        cls = get_registries().tokenizers.get(request.param)
-        tok = cls()
-        tok.fit(example_data(cls.modality, n=8))
-        return tok
+    @pytest.fixture
+    def tokenizer(self, fitted_tokenizer):
+        return fitted_tokenizer
 
     @pytest.fixture
     def examples(self, tokenizer):
@@ -67,5 +73,5 @@ class TestConditionalGPT(PriorContract):
 
 
 def test_every_builtin_is_covered():
-    assert {"bpe", "char", "mulaw", "pixel"} <= set(TOKENIZERS)
+    assert {"bpe", "char", "mulaw", "pixel", "vqvae", "vqgan"} <= set(TOKENIZERS)
     assert {"gpt", "lstm", "pixelcnn", "wavenet"} <= set(PRIORS)

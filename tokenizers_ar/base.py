@@ -82,6 +82,11 @@ class Tokenizer(ABC):
     unit: ClassVar[str]  # data unit that scores are reported in: "char", "subpixel", "sample"
     layout_kind: ClassVar[str]  # "seq" | "grid": known before fitting, so recipes validate early
     lossless: ClassVar[bool] = True
+    # encode(decode(ids)) == ids exactly. Learned codes (VQ) are only mostly stable: the decoded
+    # image may encode to a neighbouring code; such tokenizers test their own agreement rate.
+    stable_codes: ClassVar[bool] = True
+    # Settings for a small instance that fits in a second (contract and smoke tests).
+    smoke_settings: ClassVar[dict[str, Any]] = {}
     format_version: ClassVar[int] = 1
 
     def __init__(self, config: TokenizerConfig | None = None, **settings: Any):
@@ -211,6 +216,18 @@ class Tokenizer(ABC):
     def __repr__(self) -> str:
         fitted = f"vocab_size={self.vocab_size}, layout={self.layout}" if self.is_fitted else "unfitted"
         return f"{type(self).__name__}({fitted})"
+
+
+def code_stats(counts: torch.Tensor) -> dict[str, float]:
+    """How evenly a tokenizer uses its vocabulary, from per-id counts: usage (share of ids used at
+    least once) and perplexity exp(H(p)) of the id distribution (K when all K ids are used
+    equally, 1 when one id takes everything). Used for VQ codebook health."""
+    total = counts.sum()
+    if total == 0:
+        return {"usage": 0.0, "perplexity": 0.0}
+    p = counts[counts > 0].double() / total
+    return {"usage": (counts > 0).float().mean().item(),
+            "perplexity": math.exp(-(p * p.log()).sum().item())}
 
 
 def write_config(directory: Path, payload: dict[str, Any]) -> None:
