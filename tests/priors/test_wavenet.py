@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from priors.sampling import DecodeConfig, generate
-from priors.testing import PriorContract
+from priors.testing import VOCAB, PriorContract
 from priors.wavenet import WaveNet, WaveNetConfig
 from tokenizers_ar.base import Layout
 
@@ -26,6 +26,11 @@ class TestConditionalWaveNet(PriorContract):
     def make_prior(self):
         return lambda v, layout: WaveNet(WaveNetConfig(n_layer=2, n_residual=8, n_skip=8, n_classes=3),
                                          vocab_size=v, layout=layout)
+
+    @pytest.fixture
+    def prior(self, make_prior):  # sequences only: WaveNet declares no grid layout
+        torch.manual_seed(0)
+        return make_prior(VOCAB, Layout.seq()).eval()
 
 
 def test_dilations_and_receptive_field():
