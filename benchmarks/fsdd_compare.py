@@ -3,8 +3,9 @@ digit; FSDD test bits per audio sample (mu-law codes).
 
     TOKAR_DATA_DIR=../shared/data python benchmarks/fsdd_compare.py --seconds 600
 
-Each of recipes/fsdd/mulaw_{wavenet,lstm}.yaml trains for `--seconds` of wall time
-(train.max_seconds; the recipe's warmup + cosine schedule is cut there), then the official test
+Each of recipes/fsdd/mulaw_{wavenet,lstm}.yaml is first timed for 40 steps; its `max_steps` is
+then set so the warmup + cosine schedule ends with the `--seconds` budget (max_seconds caps
+it). Then the official test
 split (index 0-4, 300 recordings; `--test-limit` scores only the first N) is scored exactly by
 Pipeline.score: each recording whole, through init_state/step, with its digit label.
 """
@@ -14,10 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit  # noqa: E402
+from _common import budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -29,19 +33,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=600, help="training wall time per recipe")
     p.add_argument("--test-limit", type=int, default=None, help="score only the first N test files")
-    p.add_argument("--eval-every", type=int, default=500)
     args = p.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in RECIPES:
-            pipe = Pipeline.from_recipe(ROOT / "recipes" / "fsdd" / f"{name}.yaml", [
-                f"train.max_seconds={args.seconds}", f"train.eval_every={args.eval_every}",
-                "train.eval_samples=0", "sample.n=1", "sample.max_new_tokens=8"])
+            recipe = ROOT / "recipes" / "fsdd" / f"{name}.yaml"
+            overrides = budget_overrides(recipe, args.seconds, Path(tmp))
+            pipe = Pipeline.from_recipe(recipe, overrides)
+            start, cpu_start = time.perf_counter(), time.process_time()
             trained = pipe.train(Path(tmp) / name, progress=False)
+            wall = time.perf_counter() - start
+            cpu_share = (time.process_time() - cpu_start) / (wall * torch.get_num_threads())
             test = pipe.recipe.data.cls(pipe.recipe.data.config).load()["validation"]
             test = test.select(range(min(args.test_limit or len(test), len(test))))
             score = pipe.score(list(test["example"]), labels=list(test["label"]))
-            results[name] = {"steps": trained.steps, "train_seconds": trained.seconds,
+            results[name] = {"overrides": overrides, "steps": trained.steps,
+                             "train_seconds": trained.seconds, "train_cpu_share": round(cpu_share, 3),
                              "parameters": pipe.prior.num_parameters(),
                              "test_bits_per_sample": score.bits_per_unit,
                              "test_recordings": score.examples, "test_samples": score.units}
