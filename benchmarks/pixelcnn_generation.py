@@ -49,13 +49,13 @@ def cached(model: PixelCNN) -> float:
 
 def main() -> None:
     torch.manual_seed(0)
-    model = PixelCNN(PixelCNNConfig(n_layer=7, n_channels=32, kernel_size=3, n_out=64), 2,
-                     Layout.grid(H, W)).eval()
+    config = PixelCNNConfig(n_layer=7, n_channels=32, first_kernel_size=7, kernel_size=3, n_out=64)
+    model = PixelCNN(config, 2, Layout.grid(H, W)).eval()
     cached(model)  # warm-up
     t_cached = min(cached(model) for _ in range(2))
     t_naive = naive(model)
     emit({"benchmark": "pixelcnn_generation", "images": N, "size": [H, W],
-          "model": "gated pixelcnn 7 layers x 32 channels, kernel 3",
+          "model": "gated pixelcnn 7 layers x 32 channels, first kernel 7, then 3",
           "cached_seconds": t_cached, "naive_seconds": t_naive, "speedup": t_naive / t_cached,
           "target": ">= 10x"})
 
