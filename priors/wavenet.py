@@ -17,8 +17,10 @@ Fast generation (Paine et al. 2016, "Fast Wavenet Generation Algorithm"): `step`
 layer, a queue (a ring buffer) of that layer's recent inputs. A new sample pops the
 kernel_size taps it needs (d steps back) and pushes its own input, so one sample costs
 O(layers), not O(receptive field) as a full recompute does (`naive_next_logits`, kept for tests
-and benchmarks/wavenet_generation.py). Queues keep `max_rewind` extra entries, which is what
-rewind (speculative decoding) needs; reorder_state (beam search) selects rows.
+and benchmarks/wavenet_generation.py). At one sample the work per layer is a few tiny matrix
+products, so the step is written to issue as few ops as it can (`StepWeights`). Queues keep
+`max_rewind` extra entries, which is what rewind (speculative decoding) needs; reorder_state
+(beam search) selects rows.
 
 Not here: local conditioning (upsampled features such as mel spectrograms, for TTS),
 the context stacks of the paper, and parallel/distilled WaveNet.
@@ -68,18 +70,16 @@ class ResidualLayer(nn.Module):
         x = window[:, :, window.size(2) - z.size(2) :]
         return (x if self.res is None else x + self.res(z)), self.skip(z)
 
-    def one(self, taps: torch.Tensor, bias: torch.Tensor | None):
-        """The same for one position from its K taps (B, R, K), as matrix-vector products:
-        no convolution call, whose fixed cost would dominate at this size."""
-        pre = F.linear(taps.flatten(1), self.conv.weight.flatten(1), self.conv.bias)  # (B, 2R)
-        if bias is not None:
-            pre = pre + bias[:, :, 0]
-        f, g = pre.chunk(2, dim=1)
-        z = torch.tanh(f) * torch.sigmoid(g)
-        x = taps[:, :, -1]
-        if self.res is not None:
-            x = x + F.linear(z, self.res.weight[:, :, 0], self.res.bias)
-        return x, F.linear(z, self.skip.weight[:, :, 0], self.skip.bias)  # (B, R), (B, S)
+
+@dataclass
+class StepWeights:
+    """The weights of one-sample steps, laid out once per decoding run so that a step is a few
+    matrix products per layer: at this size the fixed cost of each op, not arithmetic, decides."""
+
+    conv: list[torch.Tensor]  # (K * R, 2R) per layer: the K taps side by side, oldest first
+    gate_bias: list[torch.Tensor]  # (B, 2R) per layer: conv bias + class bias
+    res: list[tuple[torch.Tensor, torch.Tensor] | None]  # (R, R) transposed weight, bias
+    skip: tuple[torch.Tensor, torch.Tensor]  # every layer's skip 1x1 at once: (L * R, S), (S,)
 
 
 @dataclass
@@ -91,6 +91,7 @@ class WaveNetState:
     biases: list[torch.Tensor | None]  # per-layer class bias (B, 2R, 1)
     pos: int  # the next input position to write
     rewindable: int  # tokens that can be forgotten
+    weights: StepWeights
 
 
 class WaveNet(Prior):
@@ -153,7 +154,9 @@ class WaveNet(Prior):
         w = self.embed.weight
         rings = [torch.zeros(batch_size, self.config.n_residual, layer.pad + self.config.max_rewind + 1,
                              dtype=w.dtype, device=w.device) for layer in self.layers]
-        state = WaveNetState(rings, self._biases(batch_size, cond), pos=0, rewindable=0)
+        biases = self._biases(batch_size, cond)
+        weights = self._step_weights(biases, batch_size)
+        state = WaveNetState(rings, biases, pos=0, rewindable=0, weights=weights)
         logits = self._push(state, self.start(batch_size, None).transpose(1, 2))  # (B, 1, V)
         return StepOutput(logits[:, 0], state)
 
@@ -162,32 +165,57 @@ class WaveNet(Prior):
         state.rewindable = min(state.rewindable + ids.size(1), self.config.max_rewind)
         return StepOutput(logits, state)
 
+    def _step_weights(self, biases: list[torch.Tensor | None], batch_size: int) -> StepWeights:
+        conv = [layer.conv.weight.permute(2, 1, 0).flatten(0, 1) for layer in self.layers]
+        gate_bias = [layer.conv.bias + (0 if b is None else b[:, :, 0]) for layer, b in
+                     zip(self.layers, biases, strict=True)]
+        gate_bias = [b.expand(batch_size, -1) if b.dim() == 1 else b for b in gate_bias]  # (B, 2R)
+        res = [None if layer.res is None else (layer.res.weight[:, :, 0].t(), layer.res.bias)
+               for layer in self.layers]
+        skip_w = torch.cat([layer.skip.weight[:, :, 0].t() for layer in self.layers])  # (L*R, S)
+        skip_b = sum(layer.skip.bias for layer in self.layers)
+        return StepWeights(conv, gate_bias, res, (skip_w, skip_b))
+
     def _push(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
         """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> logits (B, k, V)."""
-        k, pos, K = x.size(2), state.pos, self.config.kernel_size
+        if x.size(2) == 1:
+            return self._push_one(state, x[:, :, 0])[:, None]
+        k, pos = x.size(2), state.pos
         skips = 0
         for i, (layer, bias) in enumerate(zip(self.layers, state.biases, strict=True)):
+            # a chunk: the layer's history from the queue, then the chunk, in one convolution
             ring = state.rings[i]
             L = ring.size(2)
-            if k == 1:  # push the new input, pop the K taps it needs: O(1) per layer
-                ring[:, :, pos % L] = x[:, :, 0]
-                taps = (pos - layer.dilation * torch.arange(K - 1, -1, -1, device=ring.device)) % L
-                out, s = layer.one(ring[:, :, taps], bias)  # from the (B, R, K) taps
-                out, s = out[:, :, None], s[:, :, None]
-            else:  # a chunk: the layer's history from the queue, then the chunk, in one conv
-                history = (pos - layer.pad + torch.arange(layer.pad, device=ring.device)) % L
-                out, s = layer(torch.cat([ring[:, :, history], x], dim=2), bias)
-                keep = min(k, L)  # older inputs of a long chunk would be overwritten anyway
-                slots = (pos + k - keep + torch.arange(keep, device=ring.device)) % L
-                ring.index_copy_(2, slots, x[:, :, k - keep :])
+            history = (pos - layer.pad + torch.arange(layer.pad, device=ring.device)) % L
+            out, s = layer(torch.cat([ring[:, :, history], x], dim=2), bias)
+            keep = min(k, L)  # older inputs of a long chunk would be overwritten anyway
+            slots = (pos + k - keep + torch.arange(keep, device=ring.device)) % L
+            ring.index_copy_(2, slots, x[:, :, k - keep :])
             x, skips = out, skips + s
         state.pos += k
-        if k == 1:  # the head's 1x1 convolutions as matrix-vector products, as in the layers
-            h = skips[:, :, 0]
-            for m in self.head:
-                h = F.linear(h, m.weight[:, :, 0], m.bias) if isinstance(m, nn.Conv1d) else m(h)
-            return h[:, None]  # (B, 1, V)
         return self.head(skips).transpose(1, 2)
+
+    def _push_one(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
+        """One input x (B, R) at position pos -> logits (B, V): push it on every layer's queue
+        and read the K taps it needs (d samples apart) back as views: O(layers) per sample."""
+        pos, K, w = state.pos, self.config.kernel_size, state.weights
+        gated = []
+        for i, layer in enumerate(self.layers):
+            ring = state.rings[i]
+            L = ring.size(2)
+            ring[:, :, pos % L] = x
+            taps = [ring[:, :, (pos - layer.dilation * j) % L] for j in range(K - 1, 0, -1)]
+            pre = torch.addmm(w.gate_bias[i], torch.cat([*taps, x], dim=1), w.conv[i])  # (B, 2R)
+            f, g = pre.chunk(2, dim=1)
+            z = torch.tanh(f) * torch.sigmoid(g)  # the gated activation unit
+            gated.append(z)
+            if w.res[i] is not None:
+                x = torch.addmm(w.res[i][1], z, w.res[i][0]).add_(x)  # residual
+        state.pos += 1
+        h = torch.addmm(w.skip[1], torch.cat(gated, dim=1), w.skip[0])  # all skips at once
+        for m in self.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
+            h = F.linear(h, m.weight[:, :, 0], m.bias) if isinstance(m, nn.Conv1d) else m(h)
+        return h
 
     @property
     def max_rewind(self) -> int:
@@ -207,5 +235,7 @@ class WaveNet(Prior):
 
     def reorder_state(self, state: WaveNetState, index: torch.Tensor) -> WaveNetState:
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731 - (B, ...)
+        w = state.weights
+        weights = StepWeights(w.conv, [pick(b) for b in w.gate_bias], w.res, w.skip)
         return WaveNetState([pick(r) for r in state.rings], [pick(b) for b in state.biases],
-                            state.pos, state.rewindable)
+                            state.pos, state.rewindable, weights)

@@ -49,11 +49,11 @@ def test_dilations_and_receptive_field():
     assert diff[t + rf + 1 :].max() == 0
 
 
-@pytest.mark.parametrize("n_classes", [0, 3])
-def test_fast_generation_matches_naive_recompute(n_classes):
+@pytest.mark.parametrize("n_classes,kernel_size", [(0, 2), (3, 2), (0, 3)])
+def test_fast_generation_matches_naive_recompute(n_classes, kernel_size):
     """Paine et al.'s queues give the very conditionals of a full recompute, over a sequence
     over two receptive fields long (every queue wraps around)."""
-    model = make(n_classes=n_classes, max_rewind=0)
+    model = make(n_classes=n_classes, max_rewind=0, kernel_size=kernel_size)
     cond = torch.tensor([0, 2]) if n_classes else None
     g = torch.Generator().manual_seed(1)
     logits, state = model.init_state(2, cond)
