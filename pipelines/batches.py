@@ -9,6 +9,7 @@ process with batch P * B.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipelines.data import TokenData
 from plugins.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 class Windows(Dataset):
@@ -115,6 +118,11 @@ def _labelled_stream(data: TokenData) -> bool:
 def train_dataset(data: TokenData, seq_len: int) -> Dataset:
     if _labelled_stream(data):
         ds = DocWindows(data, seq_len)
+        short = int((data.doc_lengths < seq_len).sum())
+        if short and len(ds):
+            logger.warning("%d of %d training documents are shorter than train.seq_len=%d and are "
+                           "not trained on (windows stay inside one labelled document); lower "
+                           "train.seq_len to use them.", short, len(data.doc_lengths), seq_len)
         if len(ds) == 0:
             raise DataError(
                 f"no training document is {seq_len} tokens long, so there is no window of "
