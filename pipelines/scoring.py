@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from priors.base import Prior, token_nll
+from priors.base import Prior, model_nll, token_nll
 
 
 @dataclass
@@ -54,7 +54,7 @@ def stream_nll(prior: Prior, ids: torch.Tensor, batch_size: int,
         chunk = starts[i : i + batch_size]
         batch = torch.stack([ids[s : s + window] for s in chunk])
         c = cond.expand(len(chunk)) if cond is not None else None
-        nll = token_nll(prior(batch, c), batch)  # (b, window)
+        nll = model_nll(prior, prior, batch, c)  # (b, window)
         for row, s in zip(nll, chunk, strict=True):
             first = scored_to - s  # positions before this were scored by an earlier window
             total += row[first:].sum().item()

@@ -41,7 +41,7 @@ from pipelines.data import TokenData
 from pipelines.recipe import TrainConfig
 from pipelines.streaming import StreamBatches, TokenStream
 from plugins.errors import CheckpointError, DataError, TokarError
-from priors.base import Prior, token_nll
+from priors.base import Prior, model_nll
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2)
@@ -242,7 +242,7 @@ class Trainer:
         tokens = torch.zeros((), dtype=torch.float64, device=acc.device)
         for batch in self.val_loader:
             ids = batch["ids"]
-            per_seq = token_nll(model(ids, self._cond(batch)), ids).sum(dim=1)  # (B,)
+            per_seq = model_nll(model, self.prior, ids, self._cond(batch)).sum(dim=1)  # (B,)
             per_seq, n = acc.gather_for_metrics((per_seq, torch.full_like(per_seq, ids.size(1))))
             nats += per_seq.double().sum()
             tokens += n.double().sum()
@@ -286,7 +286,7 @@ class Trainer:
                 with acc.accumulate(self.model):
                     # Through model(...), not prior.loss: a DDP wrapper syncs gradients in forward.
                     ids = batch["ids"]
-                    loss = token_nll(self.model(ids, self._cond(batch)), ids).mean()
+                    loss = model_nll(self.model, self.prior, ids, self._cond(batch)).mean()
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip is not None:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

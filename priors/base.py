@@ -47,6 +47,16 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none")
 
 
+def model_nll(model: nn.Module, prior: Prior, ids: torch.Tensor,
+              cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token NLL (B, T) of `ids` through `model`: the prior itself or a wrapper of it (DDP,
+    which must be called, not bypassed). Priors with `fused_nll` compute it in forward from the
+    targets; the others give logits and the cross-entropy is taken here."""
+    if prior.fused_nll:
+        return model(ids, cond, targets=ids)
+    return token_nll(model(ids, cond), ids)
+
+
 class StartToken(nn.Module):
     """The input at position 0 of a sequence prior: a learned start vector, plus a learned class
     vector when the prior is class-conditional. It lets the prior predict the first token too,
@@ -75,6 +85,10 @@ class Prior(nn.Module, ABC):
     Config: ClassVar[type[PriorConfig]] = PriorConfig
     layouts: ClassVar[frozenset[str]] = frozenset({"seq", "grid"})
     format_version: ClassVar[int] = 1
+    # True: forward(ids, cond, targets=ids) returns the per-token NLL (B, T) directly, for output
+    # distributions whose exact likelihood of the observed token is much cheaper than all V
+    # logits (the discretized logistic mixture). Training and scoring then use it.
+    fused_nll: ClassVar[bool] = False
 
     def __init__(self, config: PriorConfig, vocab_size: int, layout: Layout):
         super().__init__()
@@ -140,11 +154,11 @@ class Prior(nn.Module, ABC):
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood of each sequence in nats, (B,)."""
-        return -token_nll(self(ids, cond), ids).sum(dim=1)
+        return -model_nll(self, self, ids, cond).sum(dim=1)
 
     def loss(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per token (the training objective)."""
-        return token_nll(self(ids, cond), ids).mean()
+        return model_nll(self, self, ids, cond).mean()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -22,21 +22,38 @@ PARAMS_PER_COMPONENT = 3  # mixture logit, mean, log-scale
 MIN_LOG_SCALE = -7.0  # as in PixelCNN++: keeps 1/s finite
 
 
-def mixture_log_probs(params: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """params (..., 3K): K mixture logits, K means, K log-scales -> log-masses (..., V)."""
-    logit_pi, mean, log_scale = params.float().chunk(PARAMS_PER_COMPONENT, dim=-1)  # (..., K)
-    inv_s = torch.exp(-log_scale.clamp(min=MIN_LOG_SCALE)).unsqueeze(-1)  # (..., K, 1)
+def _log_bin_mass(values: torch.Tensor, mean: torch.Tensor, inv_s: torch.Tensor,
+                  vocab_size: int) -> torch.Tensor:
+    """log P(bin of each value) under each logistic: values broadcast against mean, inv_s."""
     half_bin = 1.0 / (vocab_size - 1)
-    x = torch.linspace(-1.0, 1.0, vocab_size, device=params.device)  # bin centres x_v
-    centred = x - mean.unsqueeze(-1)  # (..., K, V)
+    centred = values * (2 * half_bin) - 1 - mean  # x_v - mean, x_v = 2v / (V - 1) - 1
     upper = (centred + half_bin) * inv_s  # standardised bin edges
     lower = (centred - half_bin) * inv_s
     # log(sigmoid(u) - sigmoid(l)) = log sigmoid(u) + log sigmoid(-l) + log(1 - exp(l - u)),
     # stable for every scale; l - u = -2d/s is the same for all bins.
-    log_width = torch.log(-torch.expm1(-2 * half_bin * inv_s))  # (..., K, 1)
-    log_mass = F.logsigmoid(upper) + F.logsigmoid(-lower) + log_width
+    interior = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(-2 * half_bin * inv_s))
     # the edge bins reach to -inf (v = 0) and +inf (v = V - 1)
-    log_mass[..., 0] = F.logsigmoid(upper[..., 0])
-    log_mass[..., -1] = F.logsigmoid(-lower[..., -1])
-    log_pi = F.log_softmax(logit_pi, dim=-1).unsqueeze(-1)  # (..., K, 1)
-    return torch.logsumexp(log_pi + log_mass, dim=-2)  # (..., V)
+    return torch.where(values == 0, F.logsigmoid(upper),
+                       torch.where(values == vocab_size - 1, F.logsigmoid(-lower), interior))
+
+
+def _split(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """params (..., 3K) -> log mixture weights, means, 1/scales, each (..., K)."""
+    logit_pi, mean, log_scale = params.float().chunk(PARAMS_PER_COMPONENT, dim=-1)
+    return F.log_softmax(logit_pi, dim=-1), mean, torch.exp(-log_scale.clamp(min=MIN_LOG_SCALE))
+
+
+def mixture_log_probs(params: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """params (..., 3K): K mixture logits, K means, K log-scales -> log-masses (..., V)."""
+    log_pi, mean, inv_s = _split(params)
+    values = torch.arange(vocab_size, device=params.device, dtype=torch.float32)
+    log_mass = _log_bin_mass(values, mean[..., None], inv_s[..., None], vocab_size)  # (..., K, V)
+    return torch.logsumexp(log_pi[..., None] + log_mass, dim=-2)  # (..., V)
+
+
+def mixture_nll(params: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """-log P(targets) (...) from params (..., 3K): only the observed bin, K evaluations per
+    token instead of K * V, which is what makes training with this head affordable."""
+    log_pi, mean, inv_s = _split(params)
+    log_mass = _log_bin_mass(targets[..., None].float(), mean, inv_s, vocab_size)  # (..., K)
+    return -torch.logsumexp(log_pi + log_mass, dim=-1)

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from priors.base import Prior, PriorConfig, StepOutput
-from priors.logistic_mixture import PARAMS_PER_COMPONENT, mixture_log_probs
+from priors.logistic_mixture import PARAMS_PER_COMPONENT, mixture_log_probs, mixture_nll
 from tokenizers_ar.base import Layout
 
 
@@ -187,18 +187,35 @@ class PixelCNN(Prior):
         if self.num_classes and cond is None:
             raise ValueError(f"this PixelCNN is class-conditional (n_classes={self.num_classes}): pass cond")
 
+    @property
+    def fused_nll(self) -> bool:  # the mixture's likelihood of the observed value alone is cheap
+        return self.config.output == "logistic_mixture"
+
+    def _params(self, out: torch.Tensor) -> torch.Tensor:
+        """Head output (B, C * P, ...) -> per-channel parameters (B, ..., C, P)."""
+        return out.unflatten(1, (self.colours, -1)).movedim((1, 2), (-2, -1))
+
     def _to_logits(self, out: torch.Tensor) -> torch.Tensor:
         """Head output (B, C * P, ...) -> per-channel logits (B, ..., C, V)."""
-        out = out.unflatten(1, (self.colours, -1)).movedim((1, 2), (-2, -1))  # (B, ..., C, P)
         if self.config.output == "logistic_mixture":
-            return mixture_log_probs(out, self.vocab_size)
-        return out
+            return mixture_log_probs(self._params(out), self.vocab_size)
+        return self._params(out)
 
-    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with `targets` (mixture head only, see Prior.fused_nll) the NLL of
+        each target (B, T) instead, without the V-way distribution."""
         self._check_cond(cond)
         B = ids.size(0)
         x = self._embed(ids.view(B, self.height, self.width, self.colours)).permute(0, 3, 1, 2)
-        return self._to_logits(self._stacks(x, cond)).reshape(B, ids.size(1), -1)  # (B, T, V)
+        out = self._stacks(x, cond)
+        if targets is not None:
+            if not self.fused_nll:
+                raise ValueError("forward(targets=...) is for the logistic mixture head; take the "
+                                 "cross-entropy of the logits instead")
+            params = self._params(out).reshape(B, ids.size(1), -1)  # (B, T, 3K)
+            return mixture_nll(params, targets, self.vocab_size)
+        return self._to_logits(out).reshape(B, ids.size(1), -1)  # (B, T, V)
 
     def _stacks(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Embedded image (B, n, H, W) -> head output (B, C * P, H, W)."""

@@ -4,7 +4,8 @@ cached decoding, the discretized logistic mixture head."""
 import pytest
 import torch
 
-from priors.logistic_mixture import mixture_log_probs
+from priors.base import token_nll
+from priors.logistic_mixture import mixture_log_probs, mixture_nll
 from priors.pixelcnn import PixelCNN, PixelCNNConfig
 from priors.sampling import DecodeConfig, generate
 from tokenizers_ar import Layout
@@ -94,3 +95,21 @@ def test_layout_and_config_checks():
     for key in ("kernel_size", "first_kernel_size"):
         with pytest.raises(ValueError, match="odd"):
             PixelCNNConfig(**{key: 4})
+
+
+def test_the_mixture_nll_of_the_targets_equals_the_full_distribution():
+    """Training and scoring take the cheap path (only the observed bin); it must agree with
+    the full V-way distribution that sampling uses."""
+    torch.manual_seed(0)
+    params, targets = torch.randn(4, 6, 9) * 2, torch.randint(0, 256, (4, 6))
+    targets[0, :2] = torch.tensor([0, 255])  # both edge bins
+    full = -mixture_log_probs(params, 256).gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(mixture_nll(params, targets, 256), full, atol=1e-5, rtol=1e-5)
+    m = model(3, output="logistic_mixture", n_mixtures=3, n_channels=6)
+    ids = torch.randint(0, 4, (2, H * W * 3), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = token_nll(m(ids), ids)
+        torch.testing.assert_close(m(ids, targets=ids), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m.log_prob(ids), -expected.sum(1), atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="logistic mixture"):
+        model()(ids[:, : H * W], targets=ids[:, : H * W])
