@@ -177,15 +177,15 @@ def test_nan_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, monke
     import pipelines.train as train_mod
 
     calls = {"n": 0}
-    real = train_mod.token_nll
+    real = train_mod.model_nll
 
-    def poisoned(logits, ids):
+    def poisoned(*args):
         calls["n"] += 1
-        out = real(logits, ids)
+        out = real(*args)
         # calls 1-14: 10 training steps and 2 evaluations of 2 batches; then step 11 is poisoned
         return out * float("nan") if calls["n"] > 14 else out
 
-    monkeypatch.setattr(train_mod, "token_nll", poisoned)
+    monkeypatch.setattr(train_mod, "model_nll", poisoned)
     expected = r"became nan at step 11; the last good checkpoint is .*step_0000010"
     with pytest.raises(TokarError, match=expected):
         Pipeline.from_recipe(recipe(eval_samples=0)).train(tmp_path / "run", progress=False)
