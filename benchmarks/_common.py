@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,16 @@ def budget_overrides(recipe: Path, seconds: float, tmp: Path, overrides: list[st
     steps = max(1, int(steps_per_second(recipe, tmp, overrides) * seconds))
     return [*overrides, f"train.max_steps={steps}", f"train.max_seconds={seconds}",
             f"train.eval_every={max(1, steps // 10)}", "train.eval_samples=0"]
+
+
+class Stopwatch:
+    """Wall time of a `with` block, and the share of the machine's torch threads this process
+    really got meanwhile (the machines are shared: a low share explains a slow run)."""
+
+    def __enter__(self) -> Stopwatch:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu_share = round((time.process_time() - self._cpu) / (self.wall * torch.get_num_threads()), 3)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit  # noqa: E402
+from _common import Stopwatch, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.samples import image_grid  # noqa: E402
@@ -37,11 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pipe = Pipeline.from_recipe(RECIPE, [f"train.max_seconds={args.seconds}",
                                              "train.eval_samples=0"])
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = pipe.train(Path(tmp) / "run", progress=False)
-        train_wall = time.perf_counter() - start
-        # the machine is shared: how much of 2 cores this process really got while training
-        cpu_share = (time.process_time() - cpu_start) / (train_wall * torch.get_num_threads())
+        with Stopwatch() as training:
+            result = pipe.train(Path(tmp) / "run", progress=False)
         start = time.perf_counter()
         score = pipe.score()  # the official test set (data.validation: test)
         score_s = time.perf_counter() - start
@@ -54,8 +51,8 @@ def main() -> None:
     emit({
         "benchmark": "binarized_mnist", "recipe": "recipes/binarized_mnist/pixel_pixelcnn.yaml",
         "budget_seconds": args.seconds, "steps": result.steps, "train_seconds": result.seconds,
-        "train_wall_seconds": train_wall, "threads": torch.get_num_threads(),
-        "train_cpu_share": round(cpu_share, 3), "parameters": pipe.prior.num_parameters(),
+        "train_wall_seconds": training.wall, "threads": torch.get_num_threads(),
+        "train_cpu_share": training.cpu_share, "parameters": pipe.prior.num_parameters(),
         "test_images": score.examples,
         "test_nll_nats_per_image": score.nats_per_token * 784,
         "test_bits_per_pixel": score.bits_per_unit,

@@ -19,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import budget_overrides, emit  # noqa: E402
+from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.samples import image_grid  # noqa: E402
@@ -49,10 +47,8 @@ def main() -> None:
             recipe = ROOT / "recipes" / "fashion_mnist" / f"{recipe_name}.yaml"
             overrides = budget_overrides(recipe, args.seconds, tmp, extra)
             pipe = Pipeline.from_recipe(recipe, overrides)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            result = pipe.train(tmp / name, progress=False)
-            wall = time.perf_counter() - start
-            cpu_share = (time.process_time() - cpu_start) / (wall * torch.get_num_threads())
+            with Stopwatch() as training:
+                result = pipe.train(tmp / name, progress=False)
             test = pipe.recipe.data.cls(pipe.recipe.data.config).load()["validation"]
             test = test.select(range(min(args.test_images, len(test))))
             start = time.perf_counter()
@@ -66,7 +62,7 @@ def main() -> None:
             results[name] = {
                 "recipe": f"recipes/fashion_mnist/{recipe_name}.yaml", "overrides": overrides,
                 "parameters": pipe.prior.num_parameters(), "steps": result.steps,
-                "train_seconds": result.seconds, "train_cpu_share": round(cpu_share, 3),
+                "train_seconds": result.seconds, "train_cpu_share": training.cpu_share,
                 "test_images": score.examples, "test_bits_per_dim": score.bits_per_unit,
                 "test_bits_per_image": score.bits_per_unit * 784, "score_seconds": score_s,
                 "sample_16_seconds": sample_s, "sampled": len(images),

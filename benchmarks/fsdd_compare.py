@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import budget_overrides, emit  # noqa: E402
+from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -40,15 +37,13 @@ def main() -> None:
             recipe = ROOT / "recipes" / "fsdd" / f"{name}.yaml"
             overrides = budget_overrides(recipe, args.seconds, Path(tmp))
             pipe = Pipeline.from_recipe(recipe, overrides)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            trained = pipe.train(Path(tmp) / name, progress=False)
-            wall = time.perf_counter() - start
-            cpu_share = (time.process_time() - cpu_start) / (wall * torch.get_num_threads())
+            with Stopwatch() as training:
+                trained = pipe.train(Path(tmp) / name, progress=False)
             test = pipe.recipe.data.cls(pipe.recipe.data.config).load()["validation"]
             test = test.select(range(min(args.test_limit or len(test), len(test))))
             score = pipe.score(list(test["example"]), labels=list(test["label"]))
             results[name] = {"overrides": overrides, "steps": trained.steps,
-                             "train_seconds": trained.seconds, "train_cpu_share": round(cpu_share, 3),
+                             "train_seconds": trained.seconds, "train_cpu_share": training.cpu_share,
                              "parameters": pipe.prior.num_parameters(),
                              "test_bits_per_sample": score.bits_per_unit,
                              "test_recordings": score.examples, "test_samples": score.units}
