@@ -13,7 +13,6 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,8 +21,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 
 from plugins.errors import CheckpointError
+from plugins.shared import CONFIG_FILE, Layout, ValueSpace, read_config, write_config
 
-CONFIG_FILE = "config.json"
+__all__ = ["CONFIG_FILE", "Layout", "Tokenizer", "TokenizerConfig", "ValueSpace", "code_stats",
+           "read_config", "write_config"]
 WEIGHTS_FILE = "tokenizer.safetensors"
 
 
@@ -33,47 +34,13 @@ class TokenizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class Layout:
-    """What one encoded example looks like.
-
-    kind "seq": a 1-D sequence of any length (text, audio).
-    kind "grid": a fixed (H, W) or (H, W, C) array of tokens (images, code maps), modelled in
-    raster order (row by row, channels innermost), i.e. as a flat sequence of `length` tokens.
-    """
-
-    kind: str
-    shape: tuple[int, ...] = ()
-
-    @classmethod
-    def seq(cls) -> Layout:
-        return cls("seq")
-
-    @classmethod
-    def grid(cls, *shape: int) -> Layout:
-        if len(shape) not in (2, 3) or any(int(s) < 1 for s in shape):
-            raise ValueError(f"a grid layout needs (H, W) or (H, W, C) positive sizes, got {shape}")
-        return cls("grid", tuple(int(s) for s in shape))
-
-    @property
-    def length(self) -> int | None:
-        """Tokens per example for grids; None for sequences (any length)."""
-        return math.prod(self.shape) if self.kind == "grid" else None
-
-    def to_json(self) -> list[Any]:
-        return [self.kind, *self.shape]
-
-    @classmethod
-    def from_json(cls, value: Sequence[Any]) -> Layout:
-        return cls(str(value[0]), tuple(int(v) for v in value[1:]))
-
-    def __str__(self) -> str:
-        return "seq" if self.kind == "seq" else "grid " + "x".join(map(str, self.shape))
-
-
 class Tokenizer(ABC):
     """Base class of every tokenizer. Subclasses set the class attributes and implement
     `vocab_size`, `layout`, `encode`, `decode`; trainable ones also `fit`, `state`, `load_state`.
+
+    Discrete tokenizers (the usual kind) encode to LongTensor ids in [0, vocab_size). Continuous
+    ones (`continuous = True`, e.g. `real`) encode to float tensors with `layout.dims` real
+    numbers per position and have vocab_size 0; priors model them with a continuous head.
     """
 
     name: ClassVar[str]  # default registry name
@@ -81,6 +48,7 @@ class Tokenizer(ABC):
     modality: ClassVar[str]  # "text" | "image" | "audio": what `encode` accepts
     unit: ClassVar[str]  # data unit that scores are reported in: "char", "subpixel", "sample"
     layout_kind: ClassVar[str]  # "seq" | "grid": known before fitting, so recipes validate early
+    continuous: ClassVar[bool] = False  # real values per position, not ids: known before fitting
     lossless: ClassVar[bool] = True
     # encode(decode(ids)) == ids exactly. Learned codes (VQ) are only mostly stable: the decoded
     # image may encode to a neighbouring code; such tokenizers test their own agreement rate.
@@ -100,7 +68,7 @@ class Tokenizer(ABC):
     @property
     @abstractmethod
     def vocab_size(self) -> int:
-        """Number of distinct ids; every id is in [0, vocab_size)."""
+        """Number of distinct ids; every id is in [0, vocab_size). 0 for continuous tokenizers."""
 
     @property
     @abstractmethod
@@ -108,7 +76,8 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def encode(self, example: Any) -> torch.Tensor:
-        """One example -> LongTensor shaped like `layout` ((T,) for seq, (H, W[, C]) for grid)."""
+        """One example -> LongTensor shaped like `layout` ((T,) for seq, (H, W[, C]) for grid);
+        continuous tokenizers: a float tensor with a last axis of `layout.dims` values."""
 
     @abstractmethod
     def decode(self, ids: torch.Tensor | Sequence[int]) -> Any:
@@ -152,7 +121,25 @@ class Tokenizer(ABC):
     def load_files(self, directory: Path) -> None:  # noqa: B027
         """Read what `save_files` wrote."""
 
+    @classmethod
+    def known_vocab_size(cls, config: TokenizerConfig) -> int | None:
+        """The vocabulary size settings alone fix (pixel levels, mu + 1, a codebook), before any
+        fitting; None when fitting decides it (char, BPE). Recipes check heads against it early."""
+        return None
+
+    def discretization_nats(self) -> float:
+        """Continuous tokenizers: nats to add per position so that the prior's density of the
+        encoded (standardised) values becomes the probability of the data quantized at the
+        tokenizer's step, in the data's own units: log(scale) - log(step), summed over the
+        dims. Discrete tokenizers: 0 (ids are the data's own values)."""
+        return 0.0
+
     # -- shared behaviour ------------------------------------------------------------------------
+    @property
+    def value_space(self) -> ValueSpace:
+        """What one position holds: one of vocab_size ids, or layout.dims real numbers."""
+        return self.layout.space(self.vocab_size)
+
     @property
     def eos_id(self) -> int | None:
         """Id placed between documents in a stream, if the tokenizer has one."""
@@ -228,29 +215,3 @@ def code_stats(counts: torch.Tensor) -> dict[str, float]:
     p = counts[counts > 0].double() / total
     return {"usage": (counts > 0).float().mean().item(),
             "perplexity": math.exp(-(p * p.log()).sum().item())}
-
-
-def write_config(directory: Path, payload: dict[str, Any]) -> None:
-    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def read_config(directory: Path, kind: str, format_version: int) -> dict[str, Any]:
-    """The config.json of a saved tokenizer or prior, with every failure a clear error."""
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"no saved {kind} in {directory}: {CONFIG_FILE} is missing. Pass the folder that "
-            f"{kind}.save() wrote (in a run directory: RUN_DIR/{kind})."
-        )
-    try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc}).") from exc
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path} should hold a JSON object, found {type(payload).__name__}.")
-    if payload.get("format_version", 0) > format_version:
-        raise CheckpointError(
-            f"{directory} was saved by a newer tokar ({kind} format {payload['format_version']}, "
-            f"this version reads up to {format_version}); upgrade tokar to load it."
-        )
-    return payload
