@@ -11,6 +11,7 @@ def tokar_register_tokenizers(register: Register) -> None:
     from tokenizers_ar.char import CharTokenizer
     from tokenizers_ar.mulaw import MuLawTokenizer
     from tokenizers_ar.pixel import PixelTokenizer
+    from tokenizers_ar.real import RealTokenizer, WaveformTokenizer
     from tokenizers_ar.vqgan import VQGANTokenizer
     from tokenizers_ar.vqvae import VQVAETokenizer
 
@@ -18,6 +19,8 @@ def tokar_register_tokenizers(register: Register) -> None:
     register("char", CharTokenizer)
     register("mulaw", MuLawTokenizer)
     register("pixel", PixelTokenizer)
+    register("real", RealTokenizer)
+    register("waveform", WaveformTokenizer)
     register("vqvae", VQVAETokenizer)
     register("vqgan", VQGANTokenizer)
 
@@ -53,7 +56,15 @@ def tokar_register_sources(register: Register) -> None:
 
 @hookimpl
 def tokar_register_logits_processors(register: Register) -> None:
-    from priors.sampling import BUILTIN_PROCESSORS
+    from priors.processors import BUILTIN_PROCESSORS
 
     for name, factory in BUILTIN_PROCESSORS.items():
         register(name, factory)
+
+
+@hookimpl
+def tokar_register_heads(register: Register) -> None:
+    from priors.heads import BUILTIN_HEADS
+
+    for name, head in BUILTIN_HEADS.items():
+        register(name, head)

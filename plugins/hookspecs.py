@@ -43,6 +43,12 @@ def tokar_register_sources(register: Register) -> None:
 
 
 @hookspec
+def tokar_register_heads(register: Register) -> None:
+    """Register output distributions, `priors.heads.Head` subclasses: `register("name", HeadClass)`.
+    Recipes then pick them as `prior: {head: {name: "name", ...settings}}`."""
+
+
+@hookspec
 def tokar_register_logits_processors(register: Register) -> None:
     """Register logits-processor factories: `register("name", factory)` where
     `factory(**settings)` returns a callable `(logits (B, V), context (B, t)) -> logits`.

@@ -25,6 +25,7 @@ _HOOKS = {
     "tokar_register_priors": "priors",
     "tokar_register_sources": "sources",
     "tokar_register_logits_processors": "processors",
+    "tokar_register_heads": "heads",
 }
 
 
@@ -80,7 +81,7 @@ class PluginManager(pluggy.PluginManager):
 
     def _build_registries(self) -> Registries:
         registries = Registries(Registry("tokenizer"), Registry("prior"), Registry("source"),
-                                Registry("logits processor"))
+                                Registry("logits processor"), Registry("head"))
         for hook_name, attr in _HOOKS.items():
             registry = getattr(registries, attr)
             # Call implementations one by one, in registration order (built-ins first), so that

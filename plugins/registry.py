@@ -73,3 +73,4 @@ class Registries:
     priors: Registry
     sources: Registry
     processors: Registry
+    heads: Registry

@@ -1,15 +1,23 @@
-"""The Prior contract: stage 2 models token sequences by the chain rule, p(x) = prod_t p(x_t | x_<t).
+"""The Prior contract: stage 2 models sequences by the chain rule, p(x) = prod_t p(x_t | x_<t).
 
-Every prior speaks flat sequences in raster order: ids (B, T) with values in [0, vocab_size).
-Grid layouts are flattened row by row; a prior that needs the grid (PixelCNN) reads `self.layout`.
+Every prior speaks flat sequences in raster order: values (B, T), token ids in [0, vocab_size),
+or for continuous layouts real vectors (B, T, D). Grid layouts are flattened row by row; a prior
+that needs the grid (PixelCNN) reads `self.layout`.
+
+A prior is a network body plus a head (priors/heads): at every position the body outputs the
+head's `n_params` parameters, and the head is the distribution p(x_t | x_<t) they describe
+(categorical logits, a Bernoulli logit, a logistic or Gaussian mixture). The recipe picks the
+head (`prior: {head: {name: ...}}`, categorical by default); `self.distribution` is it.
 
 Three ways to evaluate the same distribution, which the contract tests hold equal:
-- `forward(ids, cond)`: teacher forcing, all positions at once. logits[:, t] parametrise
+- `forward(x, cond)`: teacher forcing, all positions at once. params[:, t] describe
   p(x_t | x_<t), so position 0 is predicted from a start token and the whole sequence is scored.
-- `log_prob(ids, cond)`: exact log-likelihood in nats, (B,).
-- incremental decoding: `init_state(B, cond)` returns the logits of the first token and a state;
-  `step(state, ids)` appends ids (B, k) and returns the logits of the token after each of them,
-  (B, k, V). The state is whatever makes that fast: a KV cache, LSTM (h, c), activation queues.
+- `log_prob(x, cond)`: exact log-likelihood in nats, (B,): the head's log_prob summed.
+- incremental decoding: `init_state(B, cond)` returns the params of the first position and a
+  state; `step(state, x)` appends x (B, k[, D]) and returns the params of the position after each
+  of them, (B, k, n_params). The state is whatever makes that fast: a KV cache, LSTM (h, c),
+  activation queues.
+Optional: `reorder_state` (beam search) and `rewind` with `max_rewind` (speculative decoding).
 """
 
 from __future__ import annotations
@@ -19,42 +27,42 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from plugins.errors import CheckpointError
-from tokenizers_ar.base import Layout, read_config, write_config
+from plugins.shared import Layout, ValueSpace, read_config, write_config
+from priors.heads.base import Head, build_head, head_spec
 
 WEIGHTS_FILE = "model.safetensors"
 
 
 class PriorConfig(BaseModel):
-    """Base for prior hyperparameters: unknown keys are errors, not silently ignored."""
+    """Base for prior hyperparameters: unknown keys are errors, not silently ignored. `head`
+    names the output distribution (a registered head) and its settings."""
 
     model_config = ConfigDict(extra="forbid")
+    head: str | dict[str, Any] = Field(
+        "categorical", description="output distribution: categorical, bernoulli, "
+        "logistic_mixture, gaussian, gaussian_mixture, or {name: ..., settings...}")
+
+    @field_validator("head")
+    @classmethod
+    def _head_names_one(cls, value: Any) -> Any:
+        head_spec(value)  # a name, or a mapping with a name
+        return value
 
 
 class StepOutput(NamedTuple):
-    logits: torch.Tensor  # (B, V) from init_state; (B, k, V) from step
+    params: torch.Tensor  # (B, n_params) from init_state; (B, k, n_params) from step
     state: Any
 
 
-def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """-log p(x_t | x_<t) in nats for every position: logits (B, T, V), ids (B, T) -> (B, T).
-    Computed in float32 whatever the autocast dtype, so losses stay exact in mixed precision."""
-    return F.cross_entropy(logits.transpose(1, 2).float(), ids, reduction="none")
-
-
-def model_nll(model: nn.Module, prior: Prior, ids: torch.Tensor,
-              cond: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-token NLL (B, T) of `ids` through `model`: the prior itself or a wrapper of it (DDP,
-    which must be called, not bypassed). Priors with `fused_nll` compute it in forward from the
-    targets; the others give logits and the cross-entropy is taken here."""
-    if prior.fused_nll:
-        return model(ids, cond, targets=ids)
-    return token_nll(model(ids, cond), ids)
+def embedding(space: ValueSpace, n_embd: int) -> nn.Module:
+    """The input layer for one position's value: a lookup table for token ids, a linear map
+    for a vector of reals."""
+    return nn.Linear(space.size, n_embd) if space.continuous else nn.Embedding(space.size, n_embd)
 
 
 class StartToken(nn.Module):
@@ -79,22 +87,23 @@ class StartToken(nn.Module):
 
 class Prior(nn.Module, ABC):
     """Base class of every prior. Subclasses set `name`, `Config` and implement `forward`,
-    `init_state` and `step`; `layouts` lists the layout kinds they can model."""
+    `init_state` and `step`, with a body that outputs `self.n_params` numbers per position;
+    `layouts` lists the layout kinds they can model, `continuous_inputs` whether they read
+    real-valued positions as well as token ids."""
 
     name: ClassVar[str]
     Config: ClassVar[type[PriorConfig]] = PriorConfig
     layouts: ClassVar[frozenset[str]] = frozenset({"seq", "grid"})
+    continuous_inputs: ClassVar[bool] = False  # True: models Layout(dims=D) values too
     format_version: ClassVar[int] = 1
-    # True: forward(ids, cond, targets=ids) returns the per-token NLL (B, T) directly, for output
-    # distributions whose exact likelihood of the observed token is much cheaper than all V
-    # logits (the discretized logistic mixture). Training and scoring then use it.
-    fused_nll: ClassVar[bool] = False
 
     def __init__(self, config: PriorConfig, vocab_size: int, layout: Layout):
         super().__init__()
         self.config = config
         self.vocab_size = int(vocab_size)
         self.layout = layout
+        self.space = layout.space(vocab_size)  # what one position holds
+        self.distribution: Head = build_head(config.head, self.space)
 
     @classmethod
     def check_layout(cls, layout: Layout, config: PriorConfig) -> list[str]:
@@ -105,7 +114,15 @@ class Prior(nn.Module, ABC):
                 f"tokenizer produces a {layout.kind} layout ({layout}); pick a tokenizer/prior pair "
                 "that fit (see `tokar plugins`)."
             ]
+        if layout.continuous and not cls.continuous_inputs:
+            return [f"prior '{cls.name}' models token ids, but the tokenizer produces real values "
+                    f"({layout}); use a prior that reads them (gpt, lstm, wavenet)."]
         return []
+
+    @property
+    def n_params(self) -> int:
+        """Numbers the body outputs per position: the head's parameters."""
+        return self.distribution.n_params
 
     @property
     def num_classes(self) -> int:
@@ -119,17 +136,18 @@ class Prior(nn.Module, ABC):
 
     # -- what subclasses provide -----------------------------------------------------------------
     @abstractmethod
-    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V); logits[:, t] depend only on ids[:, :t] and cond."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced head params (B, T, n_params); params[:, t] depend only on x[:, :t]
+        and cond."""
 
     @abstractmethod
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
-        """Start decoding: logits (B, V) of the first token, and the decoding state."""
+        """Start decoding: params (B, n_params) of the first position, and the decoding state."""
 
     @abstractmethod
-    def step(self, state: Any, ids: torch.Tensor) -> StepOutput:
-        """Append ids (B, k): logits (B, k, V) of the token after each, and the new state.
-        The state may be updated in place; always use the one returned."""
+    def step(self, state: Any, x: torch.Tensor) -> StepOutput:
+        """Append x (B, k) ids or (B, k, D) reals: params (B, k, n_params) of the position after
+        each, and the new state. The state may be updated in place; always use the one returned."""
 
     def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
         """Select rows of a decoding state, `index` (B,) into the batch (beam search)."""
@@ -152,13 +170,13 @@ class Prior(nn.Module, ABC):
         )
 
     # -- shared behaviour ------------------------------------------------------------------------
-    def log_prob(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood of each sequence in nats, (B,)."""
-        return -model_nll(self, self, ids, cond).sum(dim=1)
+        return self.distribution.log_prob(self(x, cond), x).sum(dim=1)
 
-    def loss(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood in nats per token (the training objective)."""
-        return model_nll(self, self, ids, cond).mean()
+    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per position (the training objective)."""
+        return -self.distribution.log_prob(self(x, cond), x).mean()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

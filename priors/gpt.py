@@ -1,7 +1,10 @@
 """GPT: a decoder-only transformer prior (Radford et al. 2018/2019), written the nanoGPT way.
 
 Pre-norm blocks of causal self-attention (PyTorch's fused scaled_dot_product_attention) and an MLP,
-learned absolute positions, the output head tied to the token embedding.
+learned absolute positions. The last layer outputs the head's parameters (priors/heads): V logits
+for the default categorical head, tied to the token embedding as in GPT-2; for real-valued
+layouts the input embedding is a linear map and a continuous head (a Gaussian mixture) models
+each position.
 
 Two choices differ from nanoGPT, both so that likelihoods are exact and sampling needs no seed text:
 - A learned start embedding sits at position 0 and predicts the first token, so forward() scores
@@ -30,8 +33,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from plugins.errors import LayoutError
-from priors.base import Prior, PriorConfig, StartToken, StepOutput
-from tokenizers_ar.base import Layout
+from plugins.shared import Layout
+from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
 
 class GPTConfig(PriorConfig):
@@ -108,14 +111,15 @@ class KVCache:
     k: torch.Tensor  # (n_layer, B, nh, block_size, hs)
     v: torch.Tensor
     pos: int
-    history: torch.Tensor  # (B, capacity) every token fed; the first `seen` are valid
+    history: torch.Tensor  # (B, capacity[, D]) every value fed; the first `seen` are valid
     cond: torch.Tensor | None
     seen: int = 0  # tokens fed since the start
 
     def append(self, ids: torch.Tensor) -> None:
         end = self.seen + ids.size(1)
         if end > self.history.size(1):  # grow geometrically: appends stay O(1) amortised
-            grown = self.history.new_zeros(self.history.size(0), max(end, 2 * self.history.size(1)))
+            grown = self.history.new_zeros(self.history.size(0), max(end, 2 * self.history.size(1)),
+                                           *self.history.shape[2:])
             grown[:, : self.seen] = self.history[:, : self.seen]
             self.history = grown
         self.history[:, self.seen : end] = ids
@@ -139,17 +143,19 @@ class KVCache:
 class GPT(Prior):
     name = "gpt"
     Config = GPTConfig
+    continuous_inputs = True
 
     def __init__(self, config: GPTConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)
-        self.wte = nn.Embedding(vocab_size, config.n_embd)
+        self.wte = embedding(self.space, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.start = StartToken(config.n_embd, config.n_classes)
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
+        self.lm_head = nn.Linear(config.n_embd, self.n_params, bias=False)
+        if self.distribution.name == "categorical":  # V logits: one row per token, as in wte
+            self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
 
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # GPT-2: scale residual projections by depth
@@ -188,10 +194,10 @@ class GPT(Prior):
             x = block(x, cache, i)
         if cache is not None:
             cache.pos += x.size(1)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.lm_head(self.ln_f(x))  # (B, T, n_params)
 
     def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        B, T = ids.shape
+        B, T = ids.shape[:2]
         if self.config.block_size < T:
             raise LayoutError(
                 f"sequence of {T} tokens is longer than block_size {self.config.block_size}"
@@ -208,7 +214,9 @@ class GPT(Prior):
             k=torch.empty(shape, dtype=p.dtype, device=p.device),
             v=torch.empty(shape, dtype=p.dtype, device=p.device),
             pos=0,
-            history=torch.zeros(batch_size, c.block_size, dtype=torch.long, device=p.device),
+            history=(torch.zeros(batch_size, c.block_size, self.space.size, device=p.device)
+                     if self.space.continuous else
+                     torch.zeros(batch_size, c.block_size, dtype=torch.long, device=p.device)),
             cond=cond,
         )
         logits = self._run(self.start(batch_size, cond), cache)

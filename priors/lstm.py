@@ -2,7 +2,7 @@
 Schmidhuber 1997; Graves 2013), as a tokar prior.
 
 Training runs PyTorch's fused `nn.LSTM` over the whole sequence at once. Decoding carries the
-recurrent state (h, c) through `step`, so every strategy in priors/sampling.py works on it
+recurrent state (h, c) through `step`, so every strategy in priors/generate.py works on it
 unchanged. As in priors/gpt.py, a learned start vector is the input at position 0, so the first
 token is predicted too and log-likelihoods are exact; class conditioning adds a class vector
 to it. The state also remembers the last `max_rewind` (h, c) pairs, so the LSTM can serve as a
@@ -20,8 +20,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from priors.base import Prior, PriorConfig, StartToken, StepOutput
-from tokenizers_ar.base import Layout
+from plugins.shared import Layout
+from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
 
 class LSTMConfig(PriorConfig):
@@ -30,7 +30,8 @@ class LSTMConfig(PriorConfig):
     n_hidden: int = Field(512, ge=1, description="LSTM state width (char-rnn's rnn_size)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between layers and before the head")
     tie_embeddings: bool = Field(False, description="share input and output embeddings "
-                                 "(Press & Wolf 2017); the state is projected to n_embd first")
+                                 "(Press & Wolf 2017; categorical head only); the state is "
+                                 "projected to n_embd first")
     n_classes: int = Field(0, ge=0)
     max_rewind: int = Field(16, ge=0, description="tokens a decoding state can rewind")
 
@@ -45,30 +46,34 @@ class LSTMState:
 class LSTM(Prior):
     name = "lstm"
     Config = LSTMConfig
+    continuous_inputs = True
 
     def __init__(self, config: LSTMConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)
         c = config
-        self.wte = nn.Embedding(vocab_size, c.n_embd)
+        if c.tie_embeddings and self.distribution.name != "categorical":
+            raise ValueError("lstm tie_embeddings shares the token embedding with the V logits of "
+                             f"a categorical head; head '{self.distribution.name}' has none")
+        self.wte = embedding(self.space, c.n_embd)
         self.start = StartToken(c.n_embd, c.n_classes)
         self.lstm = nn.LSTM(c.n_embd, c.n_hidden, c.n_layer, batch_first=True,
                             dropout=c.dropout if c.n_layer > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
         if c.tie_embeddings:
             self.proj = nn.Linear(c.n_hidden, c.n_embd)
-            self.head = nn.Linear(c.n_embd, vocab_size, bias=True)
+            self.head = nn.Linear(c.n_embd, self.n_params, bias=True)
             self.head.weight = self.wte.weight
         else:
             self.proj = nn.Identity()
-            self.head = nn.Linear(c.n_hidden, vocab_size)
+            self.head = nn.Linear(c.n_hidden, self.n_params)
 
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
-        return self.head(self.proj(self.drop(out)))  # (B, T, V)
+        return self.head(self.proj(self.drop(out)))  # (B, T, n_params)
 
     def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        B, T = ids.shape
+        B, T = ids.shape[:2]
         if T == 0:
-            return torch.empty(B, 0, self.vocab_size, device=ids.device)
+            return torch.empty(B, 0, self.n_params, device=ids.device)
         x = torch.cat([self.start(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, n_embd)
         out, _ = self.lstm(x)
         return self._logits(out)

@@ -14,9 +14,10 @@ current pixel group c may read the input channels before c (mask A, first layer)
 groups up to c (mask B, later layers). Grayscale is C = 1, where mask A hides the pixel itself.
 
 Gated units tanh(W_f x) * sigmoid(W_g x), residual connections on the horizontal stack, skip
-connections to a 1x1-conv head. The head is a softmax over the vocabulary, or the discretized
-logistic mixture of PixelCNN++ (`output: logistic_mixture`, see logistic_mixture.py). Class
-conditioning adds a learned per-class bias to every gate (the h of the paper's conditional form).
+connections to a 1x1-conv output that gives each subpixel the head's parameters: a softmax over
+the vocabulary (the categorical head), the discretized logistic mixture of PixelCNN++
+(`head: logistic_mixture`), or one Bernoulli logit for binary images. Class conditioning adds a
+learned per-class bias to every gate (the h of the paper's conditional form).
 
 Decoding is cached as in Fast PixelCNN++ (Ramachandran et al. 2017): per layer, the vertical
 stack's rows so far and the current row of the horizontal stack, so a new token costs one column
@@ -26,16 +27,15 @@ per layer instead of a pass over the image (see `step`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StepOutput
-from priors.logistic_mixture import PARAMS_PER_COMPONENT, mixture_log_probs, mixture_nll
-from tokenizers_ar.base import Layout
 
 
 class PixelCNNConfig(PriorConfig):
@@ -45,8 +45,21 @@ class PixelCNNConfig(PriorConfig):
     first_kernel_size: int = Field(7, ge=3, description="odd kernel width of the first layer")
     n_out: int = Field(64, ge=1, description="channels of the 1x1 output head (per colour channel)")
     n_classes: int = Field(0, ge=0)
-    output: Literal["softmax", "logistic_mixture"] = "softmax"
-    n_mixtures: int = Field(5, ge=1, description="logistic components (output: logistic_mixture)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_output_keys(cls, data: Any) -> Any:
+        """Runs saved before heads existed said `output: softmax | logistic_mixture` and
+        `n_mixtures: K`; read them as the head they meant."""
+        if isinstance(data, dict) and ("output" in data or "n_mixtures" in data):
+            data = dict(data)
+            output, k = data.pop("output", "softmax"), data.pop("n_mixtures", 5)
+            if output == "logistic_mixture":
+                data.setdefault("head", {"name": "logistic_mixture", "n_mixtures": k})
+            elif output != "softmax":
+                raise ValueError(f"output must be softmax or logistic_mixture, got {output!r}; "
+                                 "pick the head with prior.head instead")
+        return data
 
     @model_validator(mode="after")
     def _odd_kernels(self) -> PixelCNNConfig:
@@ -158,10 +171,8 @@ class PixelCNN(Prior):
         self.embed = nn.Embedding(C * vocab_size, n // C)
         L = config.n_layer
         self.layers = nn.ModuleList(GatedLayer(config, C, first=i == 0, last=i == L - 1) for i in range(L))
-        per_token = (PARAMS_PER_COMPONENT * config.n_mixtures if config.output == "logistic_mixture"
-                     else vocab_size)
         self.head = nn.Sequential(nn.ReLU(), MaskedConv(n, C * config.n_out, (1, 1), C, "B"), nn.ReLU(),
-                                  MaskedConv(C * config.n_out, C * per_token, (1, 1), C, "B"))
+                                  MaskedConv(C * config.n_out, C * self.n_params, (1, 1), C, "B"))
 
     @staticmethod
     def _shape_problems(layout: Layout, config: PixelCNNConfig) -> list[str]:
@@ -187,35 +198,16 @@ class PixelCNN(Prior):
         if self.num_classes and cond is None:
             raise ValueError(f"this PixelCNN is class-conditional (n_classes={self.num_classes}): pass cond")
 
-    @property
-    def fused_nll(self) -> bool:  # the mixture's likelihood of the observed value alone is cheap
-        return self.config.output == "logistic_mixture"
-
     def _params(self, out: torch.Tensor) -> torch.Tensor:
-        """Head output (B, C * P, ...) -> per-channel parameters (B, ..., C, P)."""
+        """Output (B, C * P, ...) -> per-channel head parameters (B, ..., C, P)."""
         return out.unflatten(1, (self.colours, -1)).movedim((1, 2), (-2, -1))
 
-    def _to_logits(self, out: torch.Tensor) -> torch.Tensor:
-        """Head output (B, C * P, ...) -> per-channel logits (B, ..., C, V)."""
-        if self.config.output == "logistic_mixture":
-            return mixture_log_probs(self._params(out), self.vocab_size)
-        return self._params(out)
-
-    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V); with `targets` (mixture head only, see Prior.fused_nll) the NLL of
-        each target (B, T) instead, without the V-way distribution."""
+    def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Head params (B, T, P) of every subpixel, in raster order."""
         self._check_cond(cond)
         B = ids.size(0)
         x = self._embed(ids.view(B, self.height, self.width, self.colours)).permute(0, 3, 1, 2)
-        out = self._stacks(x, cond)
-        if targets is not None:
-            if not self.fused_nll:
-                raise ValueError("forward(targets=...) is for the logistic mixture head; take the "
-                                 "cross-entropy of the logits instead")
-            params = self._params(out).reshape(B, ids.size(1), -1)  # (B, T, 3K)
-            return mixture_nll(params, targets, self.vocab_size)
-        return self._to_logits(out).reshape(B, ids.size(1), -1)  # (B, T, V)
+        return self._params(self._stacks(x, cond)).reshape(B, ids.size(1), -1)  # (B, T, P)
 
     def _stacks(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """Embedded image (B, n, H, W) -> head output (B, C * P, H, W)."""
@@ -253,7 +245,7 @@ class PixelCNN(Prior):
             state.h[0][:, ch * group : (ch + 1) * group, c] = x
             state.pos += 1
             if state.pos == T:  # the image is complete: nothing left to predict
-                outs.append(outs[-1] if outs else torch.zeros(ids.size(0), self.vocab_size,
+                outs.append(outs[-1] if outs else torch.zeros(ids.size(0), self.n_params,
                                                              device=ids.device))
                 continue
             if state.pos % (self.width * C) == 0:  # row r is complete: advance the vertical stacks
@@ -277,7 +269,7 @@ class PixelCNN(Prior):
                 state.v[i + 1][:, :, r] = gate(pre, self.colours)
 
     def _next_logits(self, state: FastState) -> torch.Tensor:
-        """Logits (B, V) of the next token: channel ch of pixel (r, c)."""
+        """Head params (B, P) of the next token: channel ch of pixel (r, c)."""
         pixel, ch = divmod(state.pos, self.colours)
         c = pixel % self.width
         skips = 0
@@ -293,4 +285,4 @@ class PixelCNN(Prior):
             if layer.h_out is not None:
                 state.h[i + 1][:, :, c] = layer.h_out(gated)[:, :, 0, 0] + (0 if i == 0 else h[:, :, c])
             skips = skips + layer.skip(gated)
-        return self._to_logits(self.head(skips))[:, 0, 0, ch]  # (B, V)
+        return self._params(self.head(skips))[:, 0, 0, ch]  # (B, P)

@@ -1,6 +1,8 @@
-"""The prior contract suite, shipped so plugin authors run the same checks tokar runs.
+"""The prior and head contract suites, shipped so plugin authors run the same checks tokar runs.
 
-Subclass it and provide a `make_prior` fixture: a function (vocab_size, layout) -> fresh prior::
+A prior: subclass `PriorContract` and provide a `make_prior` fixture, a function
+(vocab_size, layout) -> fresh prior (it is also called with head=... when you list more heads
+in `heads`)::
 
     import pytest
     from priors.testing import PriorContract
@@ -8,114 +10,153 @@ Subclass it and provide a `make_prior` fixture: a function (vocab_size, layout) 
     class TestMyPrior(PriorContract):
         @pytest.fixture
         def make_prior(self):
-            return lambda vocab_size, layout: MyPrior(MyPrior.Config(), vocab_size, layout)
+            return lambda vocab_size, layout, **kw: MyPrior(MyPrior.Config(**kw), vocab_size, layout)
 
-The suite checks: shapes; causality (changing token t never changes logits at positions <= t);
-log_prob == -cross-entropy of forward == sum of the conditionals from init_state/step, one token
-at a time and k tokens at a time; save/load gives identical outputs; determinism under a seed.
-Class-conditional priors are also checked with labels if `n_classes` > 0.
+The suite checks, on each layout kind the prior declares (`seq`, `grid`; real-valued layouts
+too when it sets `continuous_inputs`): shapes; causality (changing position t never changes the
+params at positions <= t, and does change a later one); log_prob == the head's log_prob of
+forward == the sum of the conditionals from init_state/step, one position at a time and k at a
+time; save/load gives identical outputs; determinism under a seed.
+
+A head: subclass `HeadContract` and provide `head` (an instance) and `space` fixtures. It checks
+that the probabilities of all discrete values sum to one and agree with `logits`, that samples
+follow the distribution (frequencies for discrete heads; moments and total mass of the density for
+continuous ones), and that the integer pmf is what an entropy coder needs: exact total, every
+value at least 1, cdf strictly increasing.
 """
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from plugins.shared import Layout, ValueSpace
+from priors import DecodeConfig, generate
 from priors.base import Prior
-from priors.sampling import DecodeConfig, generate
-from tokenizers_ar.base import Layout
+from priors.heads.base import PMF_PRECISION, Head
 
 VOCAB = 7
 LENGTH = 12
+DIMS = 2  # reals per position in continuous layouts
 ATOL = 1e-4
+LAYOUTS = {"seq": Layout.seq(), "grid": Layout.grid(3, 4),
+           "seq-real": Layout.seq(dims=DIMS), "grid-real": Layout.grid(3, 4, dims=DIMS)}
 
 
-def layouts_for(prior_cls: type[Prior]) -> list[Layout]:
-    """A small layout of each kind the prior accepts (grids of LENGTH tokens)."""
-    out = []
-    if "seq" in prior_cls.layouts:
-        out.append(Layout.seq())
-    if "grid" in prior_cls.layouts:
-        out.append(Layout.grid(3, 4))
-    return out
+def layouts_for(prior_cls: type[Prior]) -> list[str]:
+    """The keys of LAYOUTS this prior class models."""
+    return [key for key, layout in LAYOUTS.items() if layout.kind in prior_cls.layouts
+            and (not layout.continuous or prior_cls.continuous_inputs)]
+
+
+def vocab_for(head: str) -> int:
+    """A vocabulary the head fits (binary for Bernoulli)."""
+    return 2 if head == "bernoulli" else VOCAB
 
 
 class PriorContract:
-    """Checks every prior must pass. Fixture: `make_prior(vocab_size, layout) -> Prior`."""
+    """Checks every prior must pass. Fixture: `make_prior(vocab_size, layout[, head=...])`.
+    Override the `case` fixture to choose (layout key, head name) pairs."""
 
-    @pytest.fixture(params=["seq", "grid"])
-    def prior(self, request, make_prior) -> Prior:
-        layout = Layout.seq() if request.param == "seq" else Layout.grid(3, 4)
+    @pytest.fixture(params=[("seq", "categorical"), ("grid", "categorical")],
+                    ids=lambda c: f"{c[0]}-{c[1]}")
+    def case(self, request) -> tuple[str, str]:
+        return request.param
+
+    @pytest.fixture
+    def prior(self, case, make_prior) -> Prior:
+        key, head = case
         torch.manual_seed(0)
-        probe = make_prior(VOCAB, layout)
-        if layout.kind not in type(probe).layouts:
-            pytest.skip(f"{type(probe).__name__} does not model {layout.kind} layouts")
+        kwargs = {} if head == "categorical" else {"head": head}
+        probe = make_prior(0 if LAYOUTS[key].continuous else vocab_for(head), LAYOUTS[key], **kwargs)
+        if LAYOUTS[key].kind not in type(probe).layouts:
+            pytest.skip(f"{type(probe).__name__} does not model {LAYOUTS[key].kind} layouts")
         return probe.eval()
 
     @pytest.fixture
     def batch(self, prior: Prior):
         g = torch.Generator().manual_seed(1)
-        ids = torch.randint(0, VOCAB, (3, LENGTH), generator=g)
+        if prior.space.continuous:
+            x = torch.randn(3, LENGTH, prior.space.size, generator=g)
+        else:
+            x = torch.randint(0, prior.vocab_size, (3, LENGTH), generator=g)
         cond = torch.randint(0, prior.num_classes, (3,), generator=g) if prior.num_classes else None
-        return ids, cond
+        return x, cond
+
+    @staticmethod
+    def _change(x: torch.Tensor, t: int, prior: Prior) -> torch.Tensor:
+        changed = x.clone()
+        if prior.space.continuous:
+            changed[:, t] += 1.0
+        else:
+            changed[:, t] = (changed[:, t] + 1) % prior.vocab_size
+        return changed
 
     def test_forward_shape(self, prior: Prior, batch) -> None:
-        ids, cond = batch
-        logits = prior(ids, cond)
-        assert logits.shape == (3, LENGTH, VOCAB)
-        assert torch.isfinite(logits).all()
+        x, cond = batch
+        params = prior(x, cond)
+        assert params.shape == (3, LENGTH, prior.n_params), \
+            f"forward gave {tuple(params.shape)}, expected (3, {LENGTH}, n_params={prior.n_params})"
+        assert torch.isfinite(params).all(), "forward gave non-finite params"
 
     def test_causality(self, prior: Prior, batch) -> None:
-        ids, cond = batch
+        x, cond = batch
         with torch.no_grad():
-            base = prior(ids, cond)
+            base = prior(x, cond)
             for t in range(LENGTH):
-                changed = ids.clone()
-                changed[:, t] = (changed[:, t] + 1) % VOCAB
-                out = prior(changed, cond)
+                out = prior(self._change(x, t, prior), cond)
                 torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=ATOL, rtol=0,
-                                           msg=lambda m, t=t: f"changing token {t} changed logits "
-                                           f"at positions <= {t}: {m}")
+                                           msg=lambda m, t=t: f"changing position {t} changed the "
+                                           f"params at positions <= {t}: {m}")
                 if t + 1 < LENGTH:  # and the model is not blind: later positions do see it
                     assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :]), \
-                        f"changing token {t} changed nothing after it"
+                        f"changing position {t} changed nothing after it (a blind prior, or " \
+                        "weights initialised to zero)"
 
     def test_log_prob_matches_forward(self, prior: Prior, batch) -> None:
-        ids, cond = batch
+        x, cond = batch
         with torch.no_grad():
-            logp = torch.log_softmax(prior(ids, cond).float(), -1)
-            expected = logp.gather(-1, ids[..., None]).squeeze(-1).sum(1)
-            torch.testing.assert_close(prior.log_prob(ids, cond), expected, atol=ATOL, rtol=1e-5)
+            params = prior(x, cond)
+            expected = prior.distribution.log_prob(params, x).sum(1)
+            torch.testing.assert_close(prior.log_prob(x, cond), expected, atol=ATOL, rtol=1e-5)
+            if not prior.distribution.continuous:  # the cheap likelihood path == all V masses
+                full = torch.log_softmax(prior.distribution.logits(params).float(), -1)
+                full = full.gather(-1, x[..., None]).squeeze(-1).sum(1)
+                torch.testing.assert_close(expected, full, atol=ATOL, rtol=1e-5)
 
     @pytest.mark.parametrize("chunk", [1, 5])
     def test_log_prob_matches_incremental(self, prior: Prior, batch, chunk: int) -> None:
-        """Sum of the conditionals from init_state/step (feeding `chunk` tokens per call)."""
-        ids, cond = batch
+        """Sum of the conditionals from init_state/step (feeding `chunk` positions per call)."""
+        x, cond = batch
         with torch.no_grad():
-            logits, state = prior.init_state(ids.size(0), cond)
-            steps = [logits[:, None]]
+            params, state = prior.init_state(x.size(0), cond)
+            steps = [params[:, None]]
             for s in range(0, LENGTH - 1, chunk):
-                out, state = prior.step(state, ids[:, s : min(s + chunk, LENGTH - 1)])
+                out, state = prior.step(state, x[:, s : min(s + chunk, LENGTH - 1)])
                 steps.append(out)
-            logits = torch.cat(steps, dim=1)  # (B, T, V)
-            assert logits.shape == (3, LENGTH, VOCAB)
-            incremental = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None]).sum((1, 2))
-            torch.testing.assert_close(incremental, prior.log_prob(ids, cond), atol=1e-3, rtol=1e-5)
+            params = torch.cat(steps, dim=1)  # (B, T, P)
+            assert params.shape == (3, LENGTH, prior.n_params)
+            incremental = prior.distribution.log_prob(params, x).sum(1)
+            torch.testing.assert_close(incremental, prior.log_prob(x, cond), atol=1e-3, rtol=1e-5)
 
     def test_save_load_identical(self, prior: Prior, batch, tmp_path) -> None:
-        ids, cond = batch
+        x, cond = batch
         prior.save(tmp_path / "prior")
         loaded = type(prior).from_pretrained(tmp_path / "prior")
         assert loaded.layout == prior.layout and loaded.vocab_size == prior.vocab_size
+        assert loaded.distribution.name == prior.distribution.name
         with torch.no_grad():
-            torch.testing.assert_close(loaded(ids, cond), prior(ids, cond), atol=0, rtol=0)
+            torch.testing.assert_close(loaded(x, cond), prior(x, cond), atol=0, rtol=0)
 
-    def test_deterministic_under_seed(self, prior: Prior, make_prior, batch) -> None:
-        ids, cond = batch
+    def test_deterministic_under_seed(self, prior: Prior, make_prior, case, batch) -> None:
+        x, cond = batch
         torch.manual_seed(0)
-        again = make_prior(VOCAB, prior.layout).eval()
+        kwargs = {} if case[1] == "categorical" else {"head": case[1]}
+        again = make_prior(prior.vocab_size, prior.layout, **kwargs).eval()
         with torch.no_grad():
-            torch.testing.assert_close(again(ids, cond), prior(ids, cond), atol=0, rtol=0)
+            torch.testing.assert_close(again(x, cond), prior(x, cond), atol=0, rtol=0)
 
         def draw():
             return generate(prior, 3, DecodeConfig(max_new_tokens=LENGTH), cond=cond,
@@ -123,4 +164,85 @@ class PriorContract:
 
         first, second = draw(), draw()
         assert torch.equal(first, second)
-        assert first.shape == (3, LENGTH) and first.min() >= 0 and first.max() < VOCAB
+        if prior.space.continuous:
+            assert first.shape == (3, LENGTH, prior.space.size) and torch.isfinite(first).all()
+        else:
+            assert first.shape == (3, LENGTH) and first.min() >= 0 and first.max() < prior.vocab_size
+
+
+class HeadContract:
+    """Checks every head must pass. Fixtures: `head` (an instance) and `space` (its ValueSpace)."""
+
+    N_SAMPLES = 20_000
+
+    @pytest.fixture
+    def params(self, head: Head) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)  # scales of densities within a few units of 1
+        return torch.randn(4, head.n_params, generator=g) * (0.5 if head.continuous else 1.5)
+
+    def test_shapes(self, head: Head, space: ValueSpace, params) -> None:
+        x = head.sample(params, 1.0, torch.Generator().manual_seed(0))
+        want = (4, space.size) if space.continuous else (4,)
+        assert tuple(x.shape) == want, f"sample gave {tuple(x.shape)}, expected {want}"
+        lp = head.log_prob(params, x)
+        assert lp.shape == (4,) and lp.dtype == torch.float32 and torch.isfinite(lp).all()
+
+    def test_discrete_probabilities_sum_to_one(self, head: Head, space: ValueSpace, params) -> None:
+        if space.continuous:
+            return self._density_integrates_to_one(head, space)
+        values = torch.arange(space.size)
+        lp = torch.stack([head.log_prob(params, v.expand(4)) for v in values], -1)  # (4, V)
+        torch.testing.assert_close(lp.exp().sum(-1), torch.ones(4), atol=1e-4, rtol=0,
+                                   msg="exp(log_prob) over all values does not sum to 1")
+        torch.testing.assert_close(lp, torch.log_softmax(head.logits(params).float(), -1),
+                                   atol=1e-4, rtol=1e-4, msg="log_prob disagrees with logits")
+        return None
+
+    def _density_integrates_to_one(self, head: Head, space: ValueSpace) -> None:
+        if space.size != 1:
+            return  # a 1-D integral is enough to check the normalisation
+        params = torch.randn(2, head.n_params, generator=torch.Generator().manual_seed(3)) * 0.5
+        grid, dx = torch.linspace(-40, 40, 400_001), 80 / 400_000
+        for row in params:
+            density = head.log_prob(row.expand(grid.numel(), -1), grid[:, None]).double().exp()
+            mass = float(density.sum() * dx)
+            assert abs(mass - 1) < 1e-3, f"the density integrates to {mass}, not 1"
+
+    def test_samples_follow_the_distribution(self, head: Head, space: ValueSpace, params) -> None:
+        row = params[:1].expand(self.N_SAMPLES, -1)
+        x = head.sample(row, 1.0, torch.Generator().manual_seed(1))
+        if not space.continuous:
+            freq = torch.bincount(x, minlength=space.size).double() / self.N_SAMPLES
+            probs = torch.softmax(head.logits(params[:1]).double(), -1)[0]
+            tv = 0.5 * (freq - probs).abs().sum().item()
+            assert tv < 0.02, f"sample frequencies are {tv:.3f} (total variation) from the probabilities"
+            return
+        if space.size != 1:
+            return
+        grid = torch.linspace(-40, 40, 400_001)
+        density = head.log_prob(params[:1].expand(grid.numel(), -1), grid[:, None]).double().exp()
+        w = density / density.sum()
+        mean = float((w * grid).sum())
+        std = math.sqrt(float((w * (grid - mean) ** 2).sum()))
+        got_mean, got_std = x.double().mean().item(), x.double().std().item()
+        tol = 4 * std / math.sqrt(self.N_SAMPLES)
+        assert abs(got_mean - mean) < tol, f"sample mean {got_mean:.4f}, density mean {mean:.4f}"
+        assert abs(got_std - std) < 0.03 * std, f"sample std {got_std:.4f}, density std {std:.4f}"
+        cooler = head.sample(row, 0.25, torch.Generator().manual_seed(1)).double().std().item()
+        assert cooler < got_std, "a temperature below 1 should narrow the samples"
+
+    def test_quantized_pmf_is_codeable(self, head: Head, space: ValueSpace, params) -> None:
+        if space.continuous:
+            with pytest.raises(NotImplementedError):
+                head.logits(params)
+            return
+        pmf = head.quantized_pmf(params)
+        assert pmf.dtype == torch.int64 and pmf.shape == (4, space.size)
+        assert (pmf.sum(-1) == 1 << PMF_PRECISION).all(), "the pmf must sum to 2**precision"
+        assert (pmf >= 1).all(), "every value needs a nonzero frequency, or it cannot be coded"
+        cdf = head.quantized_cdf(params)
+        assert (cdf[:, 1:] > cdf[:, :-1]).all() and (cdf[:, 0] == 0).all()
+        probs = torch.softmax(head.logits(params).double(), -1)
+        err = (pmf.double() / (1 << PMF_PRECISION) - probs).abs().max().item()
+        assert err < space.size / (1 << PMF_PRECISION) + 1e-3, f"pmf is {err} from the probabilities"
+        assert torch.equal(pmf, head.quantized_pmf(params.clone())), "pmf is not reproducible"

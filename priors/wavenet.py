@@ -6,7 +6,9 @@ a gated activation z = tanh(W_f * x + V_f h) * sigmoid(W_g * x + V_g h), then a 
 back onto the residual stream (x + res(z)) and another to the skip connections. Dilations double
 within a block, 1, 2, 4, ..., 2^(n_layer - 1), and the block repeats `n_block` times, so the
 receptive field grows exponentially with depth: (kernel_size - 1) * n_block * (2^n_layer - 1) + 1
-inputs. The summed skips go through ReLU, 1x1, ReLU, 1x1 to a vocab_size-way softmax. Global
+inputs. The summed skips go through ReLU, 1x1, ReLU, 1x1 to the head's parameters: a 256-way
+softmax over mu-law levels in the paper (the categorical head), or a mixture of Gaussians over
+the raw waveform when the layout holds real values (the input 1x1 is then a linear map). Global
 conditioning (the paper's h: a speaker or a digit) is a learned per-class bias on every gate.
 
 Causality: the input at position t is the embedding of token t - 1, and position 0 holds a
@@ -35,8 +37,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from priors.base import Prior, PriorConfig, StartToken, StepOutput
-from tokenizers_ar.base import Layout
+from plugins.shared import Layout
+from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
 
 class WaveNetConfig(PriorConfig):
@@ -98,17 +100,18 @@ class WaveNet(Prior):
     name = "wavenet"
     Config = WaveNetConfig
     layouts = frozenset({"seq"})
+    continuous_inputs = True
 
     def __init__(self, config: WaveNetConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)
         c = config
-        self.embed = nn.Embedding(vocab_size, c.n_residual)  # = a 1x1 conv of the one-hot input
+        self.embed = embedding(self.space, c.n_residual)  # = a 1x1 conv of the one-hot input
         self.start = StartToken(c.n_residual)
         dilations = [2**i for i in range(c.n_layer)] * c.n_block
         self.layers = nn.ModuleList(ResidualLayer(c, d, last=i == len(dilations) - 1)
                                     for i, d in enumerate(dilations))
         self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(c.n_skip, c.n_skip, 1), nn.ReLU(),
-                                  nn.Conv1d(c.n_skip, vocab_size, 1))
+                                  nn.Conv1d(c.n_skip, self.n_params, 1))
 
     @property
     def receptive_field(self) -> int:
@@ -136,9 +139,9 @@ class WaveNet(Prior):
         return self.head(skips)
 
     def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        B, T = ids.shape
+        B, T = ids.shape[:2]
         if T == 0:
-            return torch.empty(B, 0, self.vocab_size, device=ids.device)
+            return torch.empty(B, 0, self.n_params, device=ids.device)
         x = self._inputs(ids[:, :-1])  # (B, R, T): the last token predicts nothing here
         return self._stack(x, self._biases(B, cond)).transpose(1, 2)  # (B, T, V)
 

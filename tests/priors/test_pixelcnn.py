@@ -4,11 +4,12 @@ cached decoding, the discretized logistic mixture head."""
 import pytest
 import torch
 
-from priors.base import token_nll
-from priors.logistic_mixture import mixture_log_probs, mixture_nll
+from plugins.shared import Layout
+from priors import DecodeConfig, generate
+from priors.heads.logistic_mixture import mixture_log_probs, mixture_nll
 from priors.pixelcnn import PixelCNN, PixelCNNConfig
-from priors.sampling import DecodeConfig, generate
-from tokenizers_ar import Layout
+
+MIXTURE = {"name": "logistic_mixture", "n_mixtures": 3}
 
 H, W = 6, 7
 
@@ -33,7 +34,7 @@ def test_receptive_field_is_exactly_the_past(i, j, colours):
     for ch in range(colours):
         # a batch of random inputs: one input may switch a small net's ReLU paths all off
         x = torch.randn(8, m.config.n_channels, H, W, requires_grad=True)
-        m._to_logits(m._stacks(x, None))[:, i, j, ch].sum().backward()
+        m._params(m._stacks(x, None))[:, i, j, ch].sum().backward()
         seen = x.grad.abs().sum(0).unflatten(0, (colours, group)).sum(1) > 0  # (C, H, W)
         for r in range(H):
             for c in range(W):
@@ -42,9 +43,9 @@ def test_receptive_field_is_exactly_the_past(i, j, colours):
                     assert bool(seen[ch_in, r, c]) == earlier, f"({r},{c},{ch_in}) vs ({i},{j},{ch})"
 
 
-@pytest.mark.parametrize("colours,output", [(1, "softmax"), (3, "softmax"), (3, "logistic_mixture")])
-def test_step_matches_the_full_pass_and_conditioning_matters(colours, output):
-    m = model(colours, n_classes=3, output=output, first_kernel_size=7)
+@pytest.mark.parametrize("colours,head", [(1, "categorical"), (3, "categorical"), (3, MIXTURE)])
+def test_step_matches_the_full_pass_and_conditioning_matters(colours, head):
+    m = model(colours, n_classes=3, head=head, first_kernel_size=7)
     T = H * W * colours
     ids = torch.randint(0, 4, (2, T), generator=torch.Generator().manual_seed(1))
     cond = torch.tensor([0, 2])
@@ -81,7 +82,7 @@ def test_logistic_mixture_is_a_normalised_distribution_over_the_bins():
 
 
 def test_the_mixture_head_trains():
-    m = model(output="logistic_mixture", n_mixtures=3).train()
+    m = model(head=MIXTURE).train()
     ids = torch.randint(0, 4, (4, H * W), generator=torch.Generator().manual_seed(2))
     loss = m.loss(ids)
     loss.backward()
@@ -105,11 +106,17 @@ def test_the_mixture_nll_of_the_targets_equals_the_full_distribution():
     targets[0, :2] = torch.tensor([0, 255])  # both edge bins
     full = -mixture_log_probs(params, 256).gather(-1, targets[..., None])[..., 0]
     torch.testing.assert_close(mixture_nll(params, targets, 256), full, atol=1e-5, rtol=1e-5)
-    m = model(3, output="logistic_mixture", n_mixtures=3, n_channels=6)
+    m = model(3, head=MIXTURE, n_channels=6)
     ids = torch.randint(0, 4, (2, H * W * 3), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        expected = token_nll(m(ids), ids)
-        torch.testing.assert_close(m(ids, targets=ids), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(m.log_prob(ids), -expected.sum(1), atol=1e-4, rtol=1e-5)
-    with pytest.raises(ValueError, match="logistic mixture"):
-        model()(ids[:, : H * W], targets=ids[:, : H * W])
+        logits = m.distribution.logits(m(ids))  # (B, T, V): all the bins
+        expected = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0].sum(1)
+        torch.testing.assert_close(m.log_prob(ids), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_runs_saved_before_heads_load_with_the_head_they_meant():
+    config = PixelCNNConfig(output="logistic_mixture", n_mixtures=3)
+    assert config.head == MIXTURE
+    assert PixelCNNConfig(output="softmax").head == "categorical"
+    with pytest.raises(ValueError, match="softmax or logistic_mixture"):
+        PixelCNNConfig(output="gaussian")

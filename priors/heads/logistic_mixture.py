@@ -1,4 +1,4 @@
-"""The discretized logistic mixture of PixelCNN++ (Salimans et al. 2017), as a categorical.
+"""The discretized logistic mixture of PixelCNN++ (Salimans et al. 2017), as a head.
 
 A softmax over 256 intensities learns from scratch that 127 and 128 are neighbours. PixelCNN++
 instead puts a mixture of K logistic distributions on the continuous intensity axis and gives
@@ -7,16 +7,22 @@ head needs 3K numbers per token instead of V.
 
 Value v in [0, V) sits at x_v = 2v / (V - 1) - 1 in [-1, 1], its bin is [x_v - d, x_v + d] with
 d = 1 / (V - 1), and the two edge bins stretch to -inf and +inf, so the V masses sum to one
-exactly. Returning all V log-masses (rather than only the target's, as PixelCNN++ does) lets
-the mixture drop into everything that consumes logits: cross-entropy training, exact scoring,
-temperature and top-p sampling. The channels of a pixel are coupled by the network's channel
-masks (as in Gated PixelCNN), not by PixelCNN++'s linear mean coefficients.
+exactly. The likelihood of an observed value needs only its own bin (K evaluations per token,
+not K x V), which is what makes training with this head affordable; `logits` gives all V
+log-masses for everything that consumes them (temperature and top-p sampling, beam search,
+entropy coding). The head fits any prior over ordered discrete values (pixels, mu-law audio,
+codes with an order); the channels of a pixel are coupled by the network (the PixelCNN's channel
+masks), not by PixelCNN++'s linear mean coefficients.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+
+from plugins.shared import ValueSpace
+from priors.heads.base import Head, HeadConfig
 
 PARAMS_PER_COMPONENT = 3  # mixture logit, mean, log-scale
 MIN_LOG_SCALE = -7.0  # as in PixelCNN++: keeps 1/s finite
@@ -57,3 +63,29 @@ def mixture_nll(params: torch.Tensor, targets: torch.Tensor, vocab_size: int) ->
     log_pi, mean, inv_s = _split(params)
     log_mass = _log_bin_mass(targets[..., None].float(), mean, inv_s, vocab_size)  # (..., K)
     return -torch.logsumexp(log_pi + log_mass, dim=-1)
+
+
+class LogisticMixtureConfig(HeadConfig):
+    n_mixtures: int = Field(5, ge=1, description="logistic components K")
+
+
+class LogisticMixture(Head):
+    name = "logistic_mixture"
+    Config = LogisticMixtureConfig
+
+    @classmethod
+    def check_space(cls, space: ValueSpace, config: HeadConfig) -> list[str]:
+        problems = super().check_space(space, config)
+        if not problems and space.size < 2:
+            problems.append(f"head 'logistic_mixture' needs at least 2 values, got {space.size}.")
+        return problems
+
+    @property
+    def n_params(self) -> int:
+        return PARAMS_PER_COMPONENT * self.config.n_mixtures
+
+    def logits(self, params: torch.Tensor) -> torch.Tensor:
+        return mixture_log_probs(params, self.space.size)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -mixture_nll(params, x, self.space.size)
