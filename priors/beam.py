@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from priors.base import Prior
-from priors.sampling import NEG_INF, DecodeConfig, Generation, process, start
+from priors.decoding import DecodeConfig, Generation, process, start
+from priors.processors import NEG_INF
 
 
 def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors, cond, prompt
@@ -22,8 +23,8 @@ def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors,
     # every beam of a sequence starts from the same state: repeat each row nb times
     cond = cond.repeat_interleave(nb, dim=0) if cond is not None else None
     prompt = prompt.repeat_interleave(nb, dim=0) if prompt is not None else None
-    logits, state, context = start(prior, rows, cond, prompt)
-    device = logits.device
+    params, state, context = start(prior, rows, cond, prompt)
+    device = params.device
     stops = torch.tensor(config.stop_tokens, dtype=torch.long, device=device)
     scores = torch.zeros(batch_size, nb, device=device)
     scores[:, 1:] = NEG_INF  # identical beams at first: keep only one alive
@@ -31,6 +32,7 @@ def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors,
     finished: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(batch_size)]
 
     for t in range(n):
+        logits = prior.distribution.logits(params)
         logp = torch.log_softmax(process(logits, torch.cat([context, seqs], 1), processors), -1)
         V = logp.size(-1)
         cand = (scores.view(rows, 1) + logp).view(batch_size, nb * V)  # (B, nb*V)
@@ -58,8 +60,8 @@ def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors,
         if bool((scores == NEG_INF).all()) or t + 1 == n or _settled(finished, scores, nb, t + 1, n, alpha):
             break
         state = prior.reorder_state(state, order)
-        step_logits, state = prior.step(state, new_tok.view(rows, 1))
-        logits = step_logits[:, -1]
+        step_params, state = prior.step(state, new_tok.view(rows, 1))
+        params = step_params[:, -1]
 
     for b in range(batch_size):  # live beams compete with finished ones at the end
         for j in range(nb):

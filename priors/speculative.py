@@ -20,13 +20,14 @@ import torch
 
 from plugins.errors import DecodingError
 from priors.base import Prior
-from priors.sampling import DecodeConfig, Generation, feed, process, start
+from priors.decoding import DecodeConfig, Generation, feed, process, start
 
 
-def _dist(logits: torch.Tensor, context: list[int], processors, greedy: bool) -> torch.Tensor:
+def _dist(prior: Prior, params: torch.Tensor, context: list[int], processors,
+          greedy: bool) -> torch.Tensor:
     """The processed next-token distribution (V,); a point mass on the argmax when greedy."""
-    ctx = torch.tensor([context], dtype=torch.long, device=logits.device)
-    logits = process(logits.reshape(1, -1), ctx, processors)[0]
+    ctx = torch.tensor([context], dtype=torch.long, device=params.device)
+    logits = process(prior.distribution.logits(params.reshape(1, -1)), ctx, processors)[0]
     if greedy:
         return torch.nn.functional.one_hot(logits.argmax(), logits.numel()).float()
     return torch.softmax(logits, dim=-1)
@@ -80,7 +81,7 @@ def _speculative(target, draft, config, k_max, processors, cond, prompt, generat
                 d_logits, d_state = feed(draft, d_state, torch.tensor([d_pending], device=device))
                 d_pending = []
             for i in range(k):
-                q_i = _dist(d_logits, context + out + drafts, processors, greedy)
+                q_i = _dist(draft, d_logits, context + out + drafts, processors, greedy)
                 drafts.append(int(q_i.argmax()) if greedy else _draw(q_i, generator))
                 q.append(q_i)
                 if i + 1 < k:  # the last draft is not fed: no one needs its successor's q
@@ -95,7 +96,7 @@ def _speculative(target, draft, config, k_max, processors, cond, prompt, generat
         # 3. accept drafts while the rule allows; the round's own token ends it
         j, token = 0, None
         while j < k:
-            p_j = _dist(p_logits[j], context + out + drafts[:j], processors, greedy)
+            p_j = _dist(target, p_logits[j], context + out + drafts[:j], processors, greedy)
             x = drafts[j]
             u = torch.rand(1, generator=generator,
                            device=generator.device if generator is not None else "cpu").item()
@@ -107,7 +108,7 @@ def _speculative(target, draft, config, k_max, processors, cond, prompt, generat
                 break
             j += 1
         if token is None:  # every draft accepted: a bonus token from p_{k+1}
-            p_last = _dist(p_logits[k], context + out + drafts, processors, greedy)
+            p_last = _dist(target, p_logits[k], context + out + drafts, processors, greedy)
             token = int(p_last.argmax()) if greedy else _draw(p_last, generator)
         proposed, accepted = proposed + k, accepted + j
         # 4. forget the rejected drafts: the target was fed all k, the draft the first k - 1

@@ -8,7 +8,7 @@ import torch
 
 from plugins.errors import LayoutError
 from priors import GPT, GPTConfig, generate
-from priors.sampling import DecodeConfig
+from priors.decoding import DecodeConfig
 from tokenizers_ar import Layout
 
 
@@ -44,9 +44,9 @@ def test_logits_do_not_depend_on_how_tokens_are_fed(chunk):
     ids = torch.randint(0, 5, (2, 25), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         _, state = gpt.init_state(2)
-        one_by_one = torch.cat([gpt.step(state, ids[:, t : t + 1]).logits for t in range(25)], 1)
+        one_by_one = torch.cat([gpt.step(state, ids[:, t : t + 1]).params for t in range(25)], 1)
         _, state = gpt.init_state(2)
-        chunked = torch.cat([gpt.step(state, ids[:, s : s + chunk]).logits
+        chunked = torch.cat([gpt.step(state, ids[:, s : s + chunk]).params
                              for s in range(0, 25, chunk)], 1)
     torch.testing.assert_close(chunked, one_by_one, atol=1e-5, rtol=1e-5)
     with pytest.raises(LayoutError, match="longer than block_size 8"):

@@ -2,8 +2,7 @@
 
 import torch
 
-from priors import GPT, LSTM, GPTConfig, LSTMConfig
-from priors.sampling import DecodeConfig, generate
+from priors import GPT, LSTM, DecodeConfig, GPTConfig, LSTMConfig, generate
 from tokenizers_ar import Layout
 
 

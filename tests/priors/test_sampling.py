@@ -8,16 +8,8 @@ import itertools
 import pytest
 import torch
 
-from priors import GPT, GPTConfig
-from priors.sampling import (
-    DecodeConfig,
-    generate,
-    min_p,
-    repetition_penalty,
-    temperature,
-    top_k,
-    top_p,
-)
+from priors import GPT, DecodeConfig, GPTConfig, generate
+from priors.processors import min_p, repetition_penalty, temperature, top_k, top_p
 from tokenizers_ar import Layout
 
 
@@ -59,7 +51,7 @@ def test_greedy_is_the_argmax_chain_and_sampling_is_seeded():
     ids = torch.empty(2, 0, dtype=torch.long)
     for _ in range(10):  # the slow way: a full forward pass per token
         nxt = model(torch.cat([ids, ids[:, :1]], 1))[:, -1] if ids.size(1) else \
-            model.init_state(2).logits
+            model.init_state(2).params
         ids = torch.cat([ids, nxt.argmax(-1, keepdim=True)], 1)
     assert torch.equal(out, ids)
     a = generate(model, 3, DecodeConfig(max_new_tokens=12, top_p=0.9),
@@ -250,5 +242,5 @@ def test_gpt_rewinds_stay_exact_after_many_rewinds():
         got, state = model.step(state, ids[:, fed : fed + 1])
         fed += 1
         _, ref = model.init_state(1)
-        want = torch.cat([model.step(ref, ids[:, t : t + 1]).logits for t in range(fed)], 1)
+        want = torch.cat([model.step(ref, ids[:, t : t + 1]).params for t in range(fed)], 1)
         torch.testing.assert_close(got[:, -1], want[:, -1], atol=1e-5, rtol=1e-5)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from priors.sampling import DecodeConfig, generate
+from plugins.shared import Layout
+from priors import DecodeConfig, generate
 from priors.testing import VOCAB, PriorContract
 from priors.wavenet import WaveNet, WaveNetConfig
-from tokenizers_ar.base import Layout
 
 V = 11
 

@@ -1,0 +1,60 @@
+"""`generate`: the one entry point of decoding. It checks the options against the prior's head,
+resolves named processors through the plugin registry, and dispatches to a strategy:
+
+    generate(prior, 4, DecodeConfig(max_new_tokens=100, temperature=0.8, top_p=0.9))
+
+ancestral sampling or greedy (priors/sampling.py), beam search with `num_beams > 1`
+(priors/beam.py), speculative decoding with a `draft` prior (priors/speculative.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from priors.base import Prior
+from priors.beam import beam_search
+from priors.decoding import DecodeConfig, Generation, check_config
+from priors.processors import LogitsProcessor, resolve_processors
+from priors.sampling import sample
+from priors.speculative import speculative
+
+
+@torch.no_grad()
+def generate(
+    prior: Prior,
+    batch_size: int,
+    config: DecodeConfig | None = None,
+    *,
+    cond: torch.Tensor | None = None,
+    prompt: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    draft: Prior | None = None,
+    processors: Sequence[LogitsProcessor] = (),
+) -> Generation:
+    """Generate `config.max_new_tokens` values for `batch_size` sequences.
+
+    `prompt` (B, P) is fed in one parallel pass (in chunks past the context) and is not part of
+    the output. Processors apply in order: the built-in fields of `config`, the ones it names
+    (`config.processors`, resolved through the registry), then the callables in `processors`.
+    With `config.num_beams > 1` this is beam search; with a `draft` prior, speculative decoding
+    (same distribution, fewer target passes).
+    """
+    config = config or DecodeConfig()
+    check_config(prior, config, draft is not None, bool(processors))
+    all_processors = [*config.builtin_processors(), *resolve_processors(config.processors),
+                      *processors]
+    if prompt is not None and prompt.size(0) != batch_size:
+        raise ValueError(f"prompt has {prompt.size(0)} rows, batch_size is {batch_size}")
+    was_training = prior.training
+    prior.eval()
+    try:
+        if config.num_beams > 1:
+            return beam_search(prior, batch_size, config, all_processors, cond, prompt)
+        if draft is not None:
+            return speculative(prior, draft, batch_size, config, all_processors, cond, prompt,
+                               generator)
+        return sample(prior, batch_size, config, all_processors, cond, prompt, generator)
+    finally:
+        prior.train(was_training)
