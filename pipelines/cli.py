@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
     p.add_argument("--class", dest="label", metavar="LABEL",
                    help="class of DATA (conditional priors): index or name")
+    p.add_argument("--per-example", metavar="OUT.jsonl", help="also write one JSON line per "
+                   "example: id, tokens, units, nats, bits per unit")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -173,21 +175,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from pipelines.pipeline import Pipeline
+    from pipelines.rundir import write_text_atomically
+    from pipelines.train import process_state
 
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
-    examples = None if args.data is None else read_examples(Path(args.data), pipe.tokenizer.modality)
+    ids, examples = (None, None) if args.data is None else \
+        read_examples(Path(args.data), pipe.tokenizer.modality)
     label = None if args.label is None else pipe.class_index(args.label)
-    print(json.dumps(pipe.score(examples, labels=label).to_dict()))
+    score = pipe.score(examples, labels=label, ids=ids)
+    if not process_state().is_main_process:  # data-parallel scoring: the main process reports
+        return 0
+    if args.per_example:
+        lines = [json.dumps(e.to_dict(score.unit)) for e in score.per_example or []]
+        write_text_atomically(Path(args.per_example), "".join(line + "\n" for line in lines))
+    print(json.dumps(score.to_dict()))
     return 0
 
 
-def read_examples(path: Path, modality: str) -> list[Any]:
+def read_examples(path: Path, modality: str) -> tuple[list[str], list[Any]]:
+    """(ids, examples) of DATA: one file, or the files of a folder, named by their path."""
+    files, examples = _read_examples(path, modality)
+    return [str(f) for f in files], examples
+
+
+def _read_examples(path: Path, modality: str) -> tuple[list[Path], list[Any]]:
     if not path.exists():
         raise DataError(f"{path} does not exist.")
     if modality == "text":
         if path.is_dir():
             raise DataError(f"{path} is a folder; `tokar score` reads one text file for text runs.")
-        return [path.read_text(encoding="utf-8")]
+        return [path], [path.read_text(encoding="utf-8")]
     if modality == "image":
         from PIL import Image
 
@@ -195,7 +212,7 @@ def read_examples(path: Path, modality: str) -> list[Any]:
                        ".bmp", ".gif", ".webp"}) if path.is_dir() else [path]
         if not files:
             raise DataError(f"no images (.png, .jpg...) in {path}.")
-        return [Image.open(p).copy() for p in files]
+        return files, [Image.open(p).copy() for p in files]
     if modality == "audio":  # paths: the tokenizer reads (and resamples) them
         from pipelines.audio_sources import AUDIO_SUFFIXES
 
@@ -203,7 +220,7 @@ def read_examples(path: Path, modality: str) -> list[Any]:
             if path.is_dir() else [path]
         if not files:
             raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {path}.")
-        return [str(p) for p in files]
+        return files, [str(p) for p in files]
     raise DataError(f"`tokar score DATA` does not read {modality} files yet; score the run's "
                     "validation split by leaving DATA out.")
 
@@ -243,7 +260,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registries = get_registries()
     rows = [(kind, e.name, e.provider, f"{e.component.__module__}.{e.component.__qualname__}")
             for kind, reg in (("tokenizer", registries.tokenizers), ("prior", registries.priors),
-                              ("source", registries.sources), ("processor", registries.processors))
+                              ("source", registries.sources), ("head", registries.heads),
+                              ("processor", registries.processors))
             for e in reg]
     widths = [max(len(r[i]) for r in rows + [("KIND", "NAME", "PROVIDED BY", "CLASS")])
               for i in range(4)]

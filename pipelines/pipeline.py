@@ -1,56 +1,36 @@
-"""Pipeline = tokenizer + prior: train, sample, score, save, load.
+"""Pipeline = tokenizer + prior: a trained pair used as one model of the data.
 
-A run directory holds everything needed to use the result with no recipe file at hand:
+    pipe = Pipeline.from_recipe("recipes/digits/pixel_gpt.yaml")
+    pipe.train("runs/digits")                 # pipelines/run.py: claim, fit, train, save
+    pipe = Pipeline.load("runs/digits")       # later, anywhere
+    pipe.sample(10, cond=3)                   # decoded data: PIL images, text, waveforms
+    pipe.score().bits_per_unit                # pipelines/likelihood.py: exact, in data units
 
-    RUN_DIR/
-      recipe.yaml      the resolved recipe (every default filled in)
-      run.json         status ("running" / "complete") and the tokar version that wrote it
-      tokenizer/       config.json (+ tokenizer.safetensors)
-      prior/           config.json + model.safetensors (final weights)
-      checkpoints/     step_NNNNNNN/ written atomically during training
-      metrics.jsonl    one JSON object per log line / evaluation
-      samples/         samples written at the end of training and by `tokar sample`
+Running a training (the run directory's life, resume) lives in pipelines/run.py; this module is
+what a trained pipeline does: load, generate and decode, score.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-import datasets
 import torch
-from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
-from PIL import Image
 from pydantic import ValidationError
 
-from pipelines import data as data_lib
 from pipelines import stage1
-from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
+from pipelines.checkpoint import list_checkpoints, load_checkpoint, write_atomically
+from pipelines.likelihood import Score, score_examples
 from pipelines.recipe import Recipe, load_recipe
-from pipelines.rundir import (
-    CLASSES_FILE,
-    RECIPE_FILE,
-    RESUMABLE,
-    RUN_FILE,
-    diff,
-    remove_atomically,
-    require_run_dir,
-    truncate_metrics,
-    write_json_atomically,
-    write_text_atomically,
-)
-from pipelines.samples import write_samples
-from pipelines.scoring import Score, stream_nll
-from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process_state
-from plugins.errors import DataError, LayoutError, RecipeError, RunDirError, TokarError, did_you_mean
+from pipelines.rundir import CLASSES_FILE, RECIPE_FILE, require_run_dir, write_text_atomically
+from pipelines.train import TrainResult, process_state
+from plugins.errors import DataError, LayoutError, RunDirError, TokarError, did_you_mean
 from plugins.registry import Registries
+from priors import DecodeConfig, Generation, generate
 from priors.base import Prior
 from priors.quantize import to_precision
-from priors.sampling import DecodeConfig, Generation, generate
 from tokenizers_ar.base import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -91,162 +71,22 @@ class Pipeline:
         torch.manual_seed(self.recipe.train.seed)
         return spec.cls(spec.config, vocab_size=self.tokenizer.vocab_size, layout=layout)
 
-    # -- training --------------------------------------------------------------------------------
+    # -- training (pipelines/run.py) -----------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`.
         Under `accelerate launch` / `torchrun` every process calls this; only the main one
         writes files."""
-        ps = process_state()
-        self.run_dir = self._claim_run_dir(run_dir, ps)
-        splits = self._load_splits()
-        self.class_names = data_lib.class_names(splits["train"])
-        # The main process fits the tokenizer (fitting may be random: VQ codebooks) and fills the
-        # tokenized cache; the others then load exactly what it saved.
-        with ps.main_process_first():
-            if ps.is_main_process:
-                if not self.tokenizer.is_fitted:
-                    logger.info("fitting tokenizer '%s'", self.recipe.tokenizer.name)
-                    self.tokenizer.fit(_fit_examples(splits["train"]))
-                write_atomically(self.run_dir / "tokenizer", self.tokenizer.save)
-                if stage1.needs_health(self.tokenizer):  # check the code before stage 2 uses it
-                    stage1.write_health(self.tokenizer, stage1.held_out(splits), self.run_dir)
-            else:
-                self.tokenizer = type(self.tokenizer).from_pretrained(self.run_dir / "tokenizer")
-            tokens = self._tokenize(splits)
-        self._prior = self.build_prior()
-        self._check_labels(tokens["train"])
-        # Only now is this a run: a recipe that fails before this point leaves no run behind.
-        if ps.is_main_process:
-            write_text_atomically(self.run_dir / RECIPE_FILE, self.recipe.dump())
-            if self.class_names is not None:
-                write_json_atomically(self.run_dir / CLASSES_FILE, self.class_names)
-            self._write_run_file("running")
-        return self._run(tokens, None, progress)
+        from pipelines.run import TrainingRun
+
+        return TrainingRun(self).start(run_dir, progress)
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
                registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
-        """Continue an interrupted run from its newest complete checkpoint, exactly: the result
-        equals an uninterrupted run. Overrides may change only how long and how verbosely it
-        trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data."""
-        run_dir = Path(run_dir)
-        require_run_dir(run_dir)
-        saved = load_recipe(run_dir / RECIPE_FILE, registries=registries)
-        recipe = load_recipe(run_dir / RECIPE_FILE, overrides, registries)
-        changed = [k for k in diff(saved.to_dict(), recipe.to_dict())
-                   if not any(k == a or k.startswith(a + ".") for a in RESUMABLE)]
-        if changed:
-            raise RecipeError([
-                f"resuming {run_dir} cannot change {', '.join(changed)}: the checkpoint was "
-                f"trained with other values. Only {', '.join(RESUMABLE)} may change on resume; "
-                "start a new run for anything else."])
-        pipe = cls(recipe, recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer"),
-                   run_dir=run_dir)
-        splits = pipe._load_splits()
-        ps = process_state()
-        with ps.main_process_first():
-            tokens = pipe._tokenize(splits)
-        pipe._prior = pipe.build_prior()
-        pipe._check_labels(tokens["train"])
-        ckpts = list_checkpoints(run_dir / "checkpoints")
-        ckpt = ckpts[-1] if ckpts else None
-        if ps.is_main_process:
-            # Metrics logged after that checkpoint will be logged again: drop them.
-            truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
-            # Final weights of an earlier completion are stale from now on: Pipeline.load must
-            # fall back to the newest checkpoint until this resume completes.
-            remove_atomically(run_dir / "prior")
-            write_text_atomically(run_dir / RECIPE_FILE, recipe.dump())
-            pipe._write_run_file("running")
-        ps.wait_for_everyone()
-        return pipe, pipe._run(tokens, ckpt, progress)
+        """Continue an interrupted run exactly (see TrainingRun.resume)."""
+        from pipelines.run import TrainingRun
 
-    def _run(self, tokens: dict[str, data_lib.TokenData], ckpt: Checkpoint | None,
-             progress: bool) -> TrainResult:
-        cfg = self.recipe.train
-        accelerator = make_accelerator(cfg, self.run_dir)
-        if cfg.log_with:
-            accelerator.init_trackers(self.run_dir.name, config=_flat(self.recipe.to_dict()))
-        logger.info("prior '%s': %.2fM parameters", self.recipe.prior.name,
-                    self._prior.num_parameters() / 1e6)
-        trainer = Trainer(self._prior, tokens["train"], tokens.get("validation"), cfg,
-                          self.run_dir, self.tokenizer.unit, accelerator, progress,
-                          on_eval=self._write_eval_samples if cfg.eval_samples else None)
-        if ckpt is not None:
-            trainer.resume_from(ckpt)
-        result = trainer.fit()
-        self._prior.eval()
-        if accelerator.is_main_process:
-            write_atomically(self.run_dir / "prior", self._prior.save)
-            write_samples(self.sample(self.recipe.sample.n), self.run_dir / "samples",
-                          self.grid_columns(), tokenizer=self.tokenizer)
-            self._write_run_file("complete", result={
-                "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
-                "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
-                "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                "unit": self.tokenizer.unit})
-        accelerator.wait_for_everyone()
-        return result
-
-    def _write_eval_samples(self, step: int) -> None:
-        """A quick look at what the model makes at this point of training."""
-        examples = self.sample(self.recipe.train.eval_samples)
-        # a grid image, a text file, or (audio) a folder of WAVs and their plot
-        first = examples[0]
-        ext = ".png" if isinstance(first, Image.Image) else ".txt" if isinstance(first, str) else ""
-        write_samples(examples, self.run_dir / "samples" / f"step_{step:07d}{ext}",
-                      self.grid_columns(), tokenizer=self.tokenizer)
-
-    def _load_splits(self):
-        splits = self.recipe.data.cls(self.recipe.data.config).load()
-        train = splits["train"]
-        if not isinstance(train, datasets.IterableDataset) and len(train) == 0:
-            raise DataError(f"data source '{self.recipe.data.name}' gave an empty training split.")
-        return splits
-
-    def _tokenize(self, splits) -> dict[str, Any]:
-        config = self.recipe.data.config
-        return data_lib.tokenize(splits, self.tokenizer, getattr(config, "num_proc", None),
-                                 getattr(config, "shuffle_buffer", 10_000))
-
-    def _claim_run_dir(self, run_dir: str | Path | None, ps: PartialState) -> Path:
-        if run_dir is None:
-            stem = Path(self.recipe.source).stem if self.recipe.source else "run"
-            run_dir = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            if ps.num_processes > 1:  # the main process's clock names the run for everyone
-                run_dir = Path(broadcast_object_list([str(run_dir)])[0])
-        run_dir = Path(run_dir)
-        if ps.is_main_process:
-            if (run_dir / RECIPE_FILE).exists():
-                raise RunDirError(
-                    f"{run_dir} already holds a run; pass another --run-dir (or delete it) so "
-                    f"that nothing in it is overwritten, or continue it with `tokar train "
-                    f"--resume {run_dir}`."
-                )
-            run_dir.mkdir(parents=True, exist_ok=True)
-        ps.wait_for_everyone()
-        return run_dir
-
-    def _write_run_file(self, status: str, **extra: Any) -> None:
-        from plugins.manager import _tokar_version
-
-        payload = {"status": status, "tokar_version": _tokar_version(), **extra}
-        write_json_atomically(self.run_dir / RUN_FILE, payload)
-
-    def _check_labels(self, split: data_lib.TokenData) -> None:
-        n_classes = self._prior.num_classes
-        if not n_classes or not isinstance(split, data_lib.TokenData):
-            return  # a stream's labels are checked as they arrive, by the embedding lookup
-        if split.labels is None:
-            raise DataError(
-                f"prior.n_classes={n_classes} asks for class conditioning, but the data has no "
-                "labels; set data.label_column (hf source) or prior.n_classes=0."
-            )
-        if split.labels.min() < 0 or split.labels.max() >= n_classes:
-            raise DataError(
-                f"labels range over [{split.labels.min()}, {split.labels.max()}] but "
-                f"prior.n_classes={n_classes}; set prior.n_classes={split.labels.max() + 1}."
-            )
+        return TrainingRun.resume(run_dir, overrides, progress, registries)
 
     # -- using a trained pipeline ----------------------------------------------------------------
     def grid_columns(self, cond: int | list[int] | None = None) -> int | None:
@@ -299,8 +139,7 @@ class Pipeline:
         labels = self._labels(n, cond)
         gen = torch.Generator().manual_seed(seed)
         return generate(prior, n, config, cond=labels.to(device) if labels is not None else None,
-                        prompt=prompt_ids, generator=gen, draft=draft_prior,
-                        processors=_resolve_processors(config.processors))
+                        prompt=prompt_ids, generator=gen, draft=draft_prior)
 
     def sample(self, n: int | None = None, **kwargs: Any) -> list[Any]:
         """Draw samples and decode them to data (str, PIL image...). Takes the arguments of
@@ -359,56 +198,28 @@ class Pipeline:
             ids.append(int(encoded[0]))
         return ids
 
-    @torch.no_grad()
     def score(self, examples: list[Any] | None = None, batch_size: int = 64,
-              labels: list[int] | int | None = None) -> Score:
+              labels: list[int] | int | None = None, ids: list[str] | None = None,
+              per_token: bool = False) -> Score:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
-        per data unit. Sequences longer than the prior's context are scored with a sliding
-        window (stride half the context), so every token is predicted from at least half a
-        context of real history."""
+        per data unit, with one ExampleScore per example (`per_token`: each position's nats
+        too). Sequences longer than the prior's context are scored with a sliding window
+        (pipelines/likelihood.py). Under a multi-process launch each process scores a shard."""
         if examples is None:
             splits = self.recipe.data.cls(self.recipe.data.config).load()
             examples = list(splits["validation"]["example"])
             if "label" in splits["validation"].column_names:
                 labels = list(splits["validation"]["label"])
+            ids = ids or [f"validation/{i}" for i in range(len(examples))]
         elif isinstance(labels, int):
             labels = [labels] * len(examples)
+        ids = list(ids) if ids is not None else [str(i) for i in range(len(examples))]
         keep = [i for i, x in enumerate(examples) if self.tokenizer.count_units(x) > 0]
-        examples = [examples[i] for i in keep]
-        labels = [labels[i] for i in keep] if labels is not None else None
-        if not examples:
+        if not keep:
             raise DataError("nothing to score: the data is empty.")
-        prior = self.prior.eval()
-        device = next(prior.parameters()).device
-        total_nats, total_tokens, total_units = 0.0, 0, 0
-        encoded = [self.tokenizer.encode(x).reshape(-1) for x in examples]
-        counts: dict[str, int] = {}
-        for x in examples:
-            for unit, c in self.tokenizer.unit_counts(x).items():
-                counts[unit] = counts.get(unit, 0) + c
-        total_units = counts[self.tokenizer.unit]
-        if self.tokenizer.layout.kind == "grid":
-            rows = torch.stack(encoded)
-            cond = torch.as_tensor(labels) if (labels is not None and prior.num_classes) else None
-            if prior.num_classes and cond is None:
-                raise DataError("this prior is class-conditional: scoring needs labelled data "
-                                "(tokar score RUN_DIR DATA --class C).")
-            for i in range(0, len(rows), batch_size):
-                c = cond[i : i + batch_size].to(device) if cond is not None else None
-                total_nats -= prior.log_prob(rows[i : i + batch_size].to(device), c).sum().item()
-            total_tokens = rows.numel()
-        else:
-            if prior.num_classes and labels is None:
-                raise DataError("this prior is class-conditional: scoring needs labelled data "
-                                "(tokar score RUN_DIR DATA --class C).")
-            for i, ids in enumerate(encoded):
-                c = torch.tensor([labels[i]], device=device) if prior.num_classes else None
-                total_nats += stream_nll(prior, ids.to(device), batch_size, c)
-                total_tokens += ids.numel()
-        nats_per_token = total_nats / max(total_tokens, 1)
-        bits_per = {u: total_nats / max(c, 1) / LN2 for u, c in counts.items()}
-        return Score(self.tokenizer.unit, bits_per[self.tokenizer.unit], nats_per_token,
-                     total_tokens, total_units, len(examples), bits_per)
+        return score_examples(self.prior, self.tokenizer, [examples[i] for i in keep],
+                              [labels[i] for i in keep] if labels is not None else None,
+                              [ids[i] for i in keep], batch_size, per_token, process_state())
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -452,48 +263,6 @@ class Pipeline:
         if (run_dir / CLASSES_FILE).is_file():
             pipe.class_names = json.loads((run_dir / CLASSES_FILE).read_text())
         return pipe
-
-
-FIT_EXAMPLES = 10_000  # how much of a streamed training split fits a tokenizer
-
-
-def _fit_examples(train) -> Any:
-    """The examples a tokenizer fits on: all of them, or the head of a stream."""
-    if isinstance(train, datasets.IterableDataset):
-        return (row["example"] for row in train.take(FIT_EXAMPLES))
-    return train["example"]
-
-
-def _resolve_processors(specs: list[dict]) -> list:
-    """[{name: ..., **settings}] -> processors, through the plugin registry."""
-    from plugins.manager import get_registries
-
-    registry = get_registries().processors
-    out = []
-    for spec in specs:
-        settings = dict(spec)
-        name = settings.pop("name", None)
-        if name is None:
-            raise TokarError(f"sample.processors entry {spec} needs a 'name' (one of "
-                             f"{', '.join(registry.names())}).")
-        factory = registry.get(str(name))
-        try:
-            out.append(factory(**settings))
-        except (TypeError, ValueError) as exc:
-            raise TokarError(f"logits processor '{name}' with {settings}: {exc}") from exc
-    return out
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested recipe -> {"train.lr": ...} with scalar values (what trackers accept)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
 
 
 __all__ = ["Pipeline", "Score"]

@@ -38,13 +38,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipelines import batches as B
 from pipelines import checkpoint as ck
 from pipelines.data import TokenData
+from pipelines.likelihood import LN2, Score, score_batches, token_nll
 from pipelines.recipe import TrainConfig
 from pipelines.streaming import StreamBatches, TokenStream
 from plugins.errors import CheckpointError, DataError, TokarError
-from priors.base import Prior, model_nll
+from priors.base import Prior
 
 logger = logging.getLogger(__name__)
-LN2 = math.log(2)
+__all__ = ["LN2", "TrainResult", "Trainer", "make_accelerator", "process_state"]
 
 
 def process_state() -> PartialState:
@@ -114,18 +115,10 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 @dataclass
-class EvalResult:
-    nats_per_token: float
-    bits_per_unit: float
-    unit: str
-    tokens: int
-
-
-@dataclass
 class TrainResult:
     steps: int
     train_loss: float  # nats per token, mean of the last logging interval
-    val: EvalResult | None
+    val: Score | None
     seconds: float
     tokens_per_second: float
     best_val_loss: float | None = None
@@ -146,8 +139,10 @@ class TrainState:
 class Trainer:
     def __init__(self, prior: Prior, train_data: TokenData | TokenStream, val_data: TokenData | None,
                  cfg: TrainConfig, run_dir: Path, unit: str, accelerator: Accelerator,
-                 progress: bool = True, on_eval: Callable[[int], None] | None = None):
+                 progress: bool = True, on_eval: Callable[[int], None] | None = None,
+                 offset_nats: float = 0.0):
         self.prior, self.cfg, self.run_dir, self.unit = prior, cfg, Path(run_dir), unit
+        self.offset_nats = offset_nats  # continuous data: discretization, see likelihood.py
         self.accelerator, self.progress, self.on_eval = accelerator, progress, on_eval
         self.is_main = accelerator.is_main_process
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -234,21 +229,13 @@ class Trainer:
         return state
 
     # -- evaluation ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> EvalResult:
-        acc, model = self.accelerator, self.model
-        model.eval()
-        nats = torch.zeros((), dtype=torch.float64, device=acc.device)
-        tokens = torch.zeros((), dtype=torch.float64, device=acc.device)
-        for batch in self.val_loader:
-            ids = batch["ids"]
-            per_seq = model_nll(model, self.prior, ids, self._cond(batch)).sum(dim=1)  # (B,)
-            per_seq, n = acc.gather_for_metrics((per_seq, torch.full_like(per_seq, ids.size(1))))
-            nats += per_seq.double().sum()
-            tokens += n.double().sum()
-        model.train()
-        npt = (nats / tokens.clamp(min=1)).item()
-        return EvalResult(npt, npt / self.units_per_token / LN2, self.unit, int(tokens.item()))
+    def evaluate(self) -> Score:
+        self.model.eval()
+        try:
+            return score_batches(self.model, self.prior, self.val_loader, self.accelerator,
+                                 self.units_per_token, self.unit, self.offset_nats)
+        finally:
+            self.model.train()
 
     def _cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         return batch.get("label") if self.prior.num_classes else None
@@ -286,7 +273,7 @@ class Trainer:
                 with acc.accumulate(self.model):
                     # Through model(...), not prior.loss: a DDP wrapper syncs gradients in forward.
                     ids = batch["ids"]
-                    loss = model_nll(self.model, self.prior, ids, self._cond(batch)).mean()
+                    loss = token_nll(self.model, self.prior, ids, self._cond(batch)).mean()
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip is not None:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -295,7 +282,7 @@ class Trainer:
                 st.batches_consumed += 1
                 w_loss += loss.item()
                 w_batches += 1
-                w_tokens += ids.numel() * acc.num_processes
+                w_tokens += ids.shape[0] * ids.shape[1] * acc.num_processes
             self.scheduler.step()
             st.step += 1
             if not math.isfinite(loss.item()):
@@ -343,7 +330,7 @@ class Trainer:
         return TrainResult(st.step, last_loss, val, seconds, total_tokens / max(seconds, 1e-9),
                            st.best_val_loss, stopped_early)
 
-    def _record_eval(self, val: EvalResult, elapsed: float) -> bool:
+    def _record_eval(self, val: Score, elapsed: float) -> bool:
         """Log a validation result; True when early stopping says stop."""
         st, cfg = self.state, self.cfg
         record = {"step": st.step, "split": "val", "loss": val.nats_per_token,

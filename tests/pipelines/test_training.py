@@ -177,26 +177,27 @@ def test_nan_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, monke
     import pipelines.train as train_mod
 
     calls = {"n": 0}
-    real = train_mod.model_nll
+    real = train_mod.token_nll
 
     def poisoned(*args):
         calls["n"] += 1
         out = real(*args)
-        # calls 1-14: 10 training steps and 2 evaluations of 2 batches; then step 11 is poisoned
-        return out * float("nan") if calls["n"] > 14 else out
+        # the training loss's calls (evaluation goes through pipelines.likelihood): steps 1-10
+        # are fine, step 11 is poisoned
+        return out * float("nan") if calls["n"] > 10 else out
 
-    monkeypatch.setattr(train_mod, "model_nll", poisoned)
+    monkeypatch.setattr(train_mod, "token_nll", poisoned)
     expected = r"became nan at step 11; the last good checkpoint is .*step_0000010"
     with pytest.raises(TokarError, match=expected):
         Pipeline.from_recipe(recipe(eval_samples=0)).train(tmp_path / "run", progress=False)
 
 
 def test_early_stopping_and_best_plus_last_checkpoints_kept(tmp_path, monkeypatch):
-    from pipelines.train import EvalResult
+    from pipelines.likelihood import Score
 
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.7])
     monkeypatch.setattr(Trainer, "evaluate",
-                        lambda self: EvalResult(next(losses), 1.0, "char", 64))
+                        lambda self: Score("char", 1.0, next(losses), 64, 64, 0))
     result = Pipeline.from_recipe(recipe(keep_checkpoints=1, early_stopping_patience=2,
                                          eval_samples=0, max_steps=25)).train(tmp_path / "run",
                                                                               progress=False)
