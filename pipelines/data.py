@@ -222,9 +222,10 @@ class DigitsSource(Source):
 @dataclass
 class TokenData:
     """One split, tokenized: a flat stream of ids for seq layouts (documents back to back, EOS
-    between them if the tokenizer has one), or one row per example for grid layouts."""
+    between them if the tokenizer has one), or one row per example for grid layouts. Continuous
+    layouts hold float32 values with a last axis of `layout.dims`."""
 
-    tokens: np.ndarray  # (N,) stream or (N, L) rows, int64
+    tokens: np.ndarray  # (N,) stream or (N, L) rows, int64; continuous: (N, D) or (N, L, D) float32
     labels: np.ndarray | None  # (N,) class labels for rows, or for the documents of a stream
     n_units: int  # data units (chars, subpixels...) the split holds
     layout: Layout
@@ -240,7 +241,8 @@ class TokenData:
 
     @property
     def n_tokens(self) -> int:
-        return int(self.tokens.size)
+        """Positions (tokens), whatever each holds."""
+        return int(self.tokens.size // max(1, self.layout.dims))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -266,8 +268,10 @@ def tokenize(splits: datasets.DatasetDict, tokenizer: Tokenizer, num_proc: int |
 def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root: Path,
                     num_proc: int | None = None) -> TokenData:
     layout = tokenizer.layout
+    value_shape, dtype = ((layout.dims,), np.float32) if layout.continuous else ((), np.int64)
     if len(ds) == 0:
-        empty = np.zeros((0,) if layout.kind == "seq" else (0, layout.length), dtype=np.int64)
+        empty = np.zeros((0, *value_shape) if layout.kind == "seq" else (0, layout.length, *value_shape),
+                         dtype=dtype)
         return TokenData(empty, None, 0, layout)
     key = hashlib.sha256(
         f"{TOKENIZED_FORMAT}|{tokenizer.fingerprint()}|{ds._fingerprint}|{split}".encode()
@@ -290,7 +294,11 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
         desc=f"tokenizing {split}",
     )
     table = mapped.data
-    flat = table.column("ids").combine_chunks().flatten().to_numpy().astype(np.int64)
+    flat = table.column("ids").combine_chunks().flatten().to_numpy().astype(dtype)
+    if layout.continuous:
+        if not np.isfinite(flat).all():  # the tokenizer names the example; this is a last guard
+            raise DataError(f"the tokenized {split} split holds NaN or infinite values.")
+        flat = flat.reshape(-1, layout.dims)
     n_units = int(np.sum(table.column("units").to_numpy()))
     labels = None
     if "label" in mapped.column_names:
@@ -298,6 +306,7 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
     if layout.kind == "seq":
         eos = tokenizer.eos_id
         lengths = table.column("ids").combine_chunks().value_lengths().to_numpy().astype(np.int64)
+        lengths //= max(1, layout.dims)  # positions, not numbers
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         if eos is not None and len(mapped) > 1:
             flat = np.insert(flat, starts[1:], eos)
@@ -305,7 +314,7 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
         if labels is None:
             return TokenData(flat, None, n_units, layout)
         return TokenData(flat, labels, n_units, layout, doc_starts=starts, doc_lengths=lengths)
-    return TokenData(flat.reshape(len(mapped), layout.length), labels, n_units, layout)
+    return TokenData(flat.reshape(len(mapped), layout.length, *value_shape), labels, n_units, layout)
 
 
 def class_names(split) -> list[str] | None:

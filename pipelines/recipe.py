@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from plugins.errors import RecipeError, RegistryError, did_you_mean
 from plugins.registry import Registries
-from priors.sampling import DecodeConfig
+from plugins.shared import ValueSpace
+from priors.decoding import DecodeConfig
+from priors.heads.base import head_spec
 
 SECTIONS = ("data_dir", "data", "tokenizer", "prior", "train", "sample")
 _VAR = re.compile(r"\$\{([^}]*)\}")
@@ -272,6 +274,7 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
                 f"prior: '{prior.name}' models {' or '.join(sorted(prior.cls.layouts))} layouts but "
                 f"tokenizer '{tokenizer.name}' produces {kind} layouts; choose a matching pair."
             )
+        problems += _head_problems(prior, tokenizer, registries)
     if tokenizer and data:
         want, have = getattr(tokenizer.cls, "modality", None), getattr(data.cls, "modality", None)
         if want and have and want != have:
@@ -311,6 +314,40 @@ def _component(raw, section, selector, registry, problems) -> Component | None:
     return Component(str(name), cls, config, pretrained) if config is not None else None
 
 
+def _head_problems(prior: Component, tokenizer: Component, registries: Registries) -> list[str]:
+    """The prior's head against what the tokenizer produces, as far as settings tell before any
+    fitting: real values or ids, and (when the settings fix it) how many ids."""
+    name, settings = head_spec(prior.config.head)
+    try:
+        cls = registries.heads.get(name)
+    except RegistryError as exc:
+        return [f"prior.head: {exc}"]
+    problems: list[str] = []
+    config = _model(cls.Config, settings, "prior.head", problems)
+    if config is None:
+        return problems
+    continuous = bool(getattr(tokenizer.cls, "continuous", False))
+    if continuous and not prior.cls.continuous_inputs:
+        return [f"prior: '{prior.name}' models token ids, but tokenizer '{tokenizer.name}' "
+                "produces real values; use a prior that reads them (gpt, lstm, wavenet)."]
+    known = getattr(tokenizer.cls, "known_vocab_size", None)
+    size = known(tokenizer.config) if known is not None and not continuous else None
+    if cls.continuous != continuous:  # ids vs reals: the message names the kind of head to use
+        found = cls.check_space(ValueSpace(continuous, size or 2), config)
+    elif size is not None:  # the settings fix the number of ids (pixel levels, mu, a codebook)
+        found = cls.check_space(ValueSpace.discrete(size), config)
+    else:  # fitting decides the vocabulary (char, BPE) or the dims: checked when the prior is built
+        found = []
+    return [f"prior.head: tokenizer '{tokenizer.name}' and head '{name}' do not fit: {p}"
+            for p in found]
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    """A config's keys, its own before those it inherits (prior.head comes last)."""
+    own = [k for k in model.model_fields if k in getattr(model, "__annotations__", {})]
+    return own + [k for k in model.model_fields if k not in own]
+
+
 def _model(model: type[BaseModel], settings: Any, section: str, problems: list[str]):
     if not isinstance(settings, dict):
         problems.append(f"{section}: expected a mapping, got {type(settings).__name__}")
@@ -318,7 +355,7 @@ def _model(model: type[BaseModel], settings: Any, section: str, problems: list[s
     try:
         return model(**settings)
     except ValidationError as exc:
-        valid = list(model.model_fields)
+        valid = _valid_keys(model)
         for err in exc.errors():
             path = ".".join([section, *map(str, err["loc"])])
             if err["type"] == "extra_forbidden":

@@ -58,7 +58,10 @@ class StreamBatches:
             for example in ds:
                 seen_any = True
                 try:
-                    ids = tok.encode(example["example"]).reshape(-1).numpy()
+                    encoded = tok.encode(example["example"])
+                    # flat positions: (T,) ids, or (T, D) reals for continuous layouts
+                    dims = self.stream.layout.dims
+                    ids = (encoded.reshape(-1, dims) if dims else encoded.reshape(-1)).numpy()
                 except TokenizerError as exc:
                     raise TokenizerError(
                         f"{exc} With streamed data the tokenizer is fitted on the head of the "

@@ -1,9 +1,13 @@
-"""Images <-> float tensors, for tokenizers that run neural networks on pixels (vqvae, vqgan).
+"""Reading images, the one place every image tokenizer goes through (pixel, vqvae, vqgan), and
+images <-> float tensors for tokenizers that run neural networks on pixels.
 
 Inputs are what the image sources give: PIL images, or integer arrays (H, W) / (H, W, 3) whose
-largest possible value is `max_value` (255 for 8-bit data, 16 for scikit-learn's digits). Networks
-see (C, H, W) float32 in [-1, 1]; decoded images come back as 8-bit PIL images ("L" or "RGB"),
-the form the pixel tokenizer decodes to, so samples of every image pipeline look alike.
+largest possible value is `max_value` (255 for 8-bit data, 16 for scikit-learn's digits). A PIL
+image is colour when it is RGB(A), or a palette image whose palette leaves the grays; otherwise
+it is grayscale, so a gray palette PNG reads as one channel for every tokenizer. Modes of more
+than 8 bits per channel are refused (convert them to an array with its max_value instead).
+Networks see (C, H, W) float32 in [-1, 1]; decoded images come back as 8-bit PIL images ("L" or
+"RGB"), the form the pixel tokenizer decodes to, so samples of every image pipeline look alike.
 """
 
 from __future__ import annotations
@@ -17,13 +21,28 @@ from PIL import Image
 
 from plugins.errors import TokenizerError
 
+PIL_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")  # 8 bits per channel at most
+
+
+def is_colour(image: Image.Image) -> bool:
+    """RGB(A) images are colour; a palette image is colour if its palette leaves gray."""
+    if image.mode in ("RGB", "RGBA"):
+        return True
+    if image.mode != "P":
+        return False
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+
 
 def to_array(example: Any, channels: int | None, max_value: int, who: str) -> tuple[np.ndarray, int]:
     """One image -> ((H, W, C) array, its largest possible value). `channels` None keeps the
-    image's own (grayscale arrays and "L" images: 1; colour: 3)."""
+    image's own (grayscale arrays, gray images and gray palettes: 1; colour: 3)."""
     if isinstance(example, Image.Image):
+        if example.mode not in PIL_MODES:
+            raise TokenizerError(f"{who}: PIL mode {example.mode!r} is not 8-bit; pass the image as "
+                                 "an array with tokenizer.max_value set to its largest value.")
         if channels is None:
-            channels = 3 if example.mode in ("RGB", "RGBA", "P") else 1
+            channels = 3 if is_colour(example) else 1
         array = np.asarray(example.convert("RGB" if channels == 3 else "L"))
         return array.reshape(*array.shape[:2], channels), 255
     array = np.asarray(example.numpy() if torch.is_tensor(example) else example)

@@ -8,8 +8,9 @@ both, x = sign(y) ((1 + mu)^|y| - 1) / mu with y = 2 token / mu - 1, and returns
 at `sample_rate`; `write_wav` saves them with soundfile.
 
 Before companding, every input is mixed down to mono (mean over channels), resampled to
-`sample_rate` (polyphase, scipy.signal.resample_poly) and, if `normalize` is set, scaled so
-that its peak is `peak`. Samples outside [-1, 1] are clipped.
+`sample_rate` (polyphase) and, if `normalize` is set, scaled so that its peak is `peak`
+(tokenizers_ar/audio.py, shared with the `waveform` tokenizer). Samples outside [-1, 1] are
+clipped.
 
 Distortion: the round trip is lossy. On FSDD speech at 8 kHz with mu = 255 the signal-to-noise
 ratio of decode(encode(x)) is about 30-40 dB (tests/tokenizers_ar/test_mulaw.py checks a lower
@@ -25,7 +26,6 @@ work. Integer PCM is scaled by its type's range.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +37,10 @@ import torch
 from pydantic import Field
 
 from plugins.errors import TokenizerError
+from tokenizers_ar.audio import load_waveform, read_audio, snr_db
 from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig
+
+__all__ = ["MuLawConfig", "MuLawTokenizer", "mu_law_decode", "mu_law_encode", "read_audio", "snr_db"]
 
 
 class MuLawConfig(TokenizerConfig):
@@ -60,52 +63,6 @@ def mu_law_decode(codes: np.ndarray, mu: int) -> np.ndarray:
     return np.sign(y) * np.expm1(np.abs(y) * math.log1p(mu)) / mu
 
 
-def snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
-    """Signal-to-noise ratio of `noisy` against `clean`, in decibels."""
-    noise = np.sum((np.asarray(clean, np.float64) - noisy) ** 2)
-    return float(10 * np.log10(np.sum(np.asarray(clean, np.float64) ** 2) / max(noise, 1e-20)))
-
-
-def read_audio(example: Any) -> tuple[np.ndarray, int | None]:
-    """Any accepted input -> (float64 array, its rate); the rate is None for bare arrays."""
-    if isinstance(example, dict):
-        if "array" in example:
-            return _as_float(example["array"]), int(example["sampling_rate"])
-        if example.get("bytes"):
-            return _read_file(io.BytesIO(example["bytes"]), example.get("path") or "<bytes>")
-        if example.get("path"):
-            return _read_file(example["path"], example["path"])
-        raise TokenizerError(f"mulaw tokenizer: an audio dict needs 'array' and 'sampling_rate', "
-                             f"or 'bytes'/'path'; got keys {sorted(example)}.")
-    if isinstance(example, (str, Path)):
-        return _read_file(example, example)
-    if isinstance(example, tuple):
-        if len(example) != 2:
-            raise TokenizerError(f"mulaw tokenizer: a tuple must be (array, sampling_rate), got "
-                                 f"{len(example)} items.")
-        return _as_float(example[0]), int(example[1])
-    return _as_float(example), None
-
-
-def _read_file(source: Any, name: Any) -> tuple[np.ndarray, int]:
-    try:
-        data, rate = sf.read(source, dtype="float64", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise TokenizerError(f"mulaw tokenizer: cannot read audio from {name} ({exc}); soundfile "
-                             "reads WAV, FLAC and OGG (convert other formats first).") from exc
-    return data, int(rate)
-
-
-def _as_float(array: Any) -> np.ndarray:
-    a = np.asarray(array.numpy() if torch.is_tensor(array) else array)
-    if a.dtype.kind in "iu":  # integer PCM: scale by the type's range
-        info = np.iinfo(a.dtype)
-        return (a.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
-    if a.dtype.kind not in "f":
-        raise TokenizerError(f"mulaw tokenizer: expected audio samples, got an array of {a.dtype}.")
-    return a.astype(np.float64)
-
-
 class MuLawTokenizer(Tokenizer):
     name = "mulaw"
     Config = MuLawConfig
@@ -116,7 +73,11 @@ class MuLawTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self.config.mu + 1
+        return self.known_vocab_size(self.config)
+
+    @classmethod
+    def known_vocab_size(cls, config) -> int:
+        return config.mu + 1
 
     @property
     def layout(self) -> Layout:
@@ -129,22 +90,8 @@ class MuLawTokenizer(Tokenizer):
     def waveform(self, example: Any) -> np.ndarray:
         """The mono float64 waveform at `sample_rate` that `encode` companding starts from
         (resampled, mixed down, peak-normalised if configured): the reference for SNR."""
-        x, rate = read_audio(example)
-        if x.ndim == 2:  # channels along the shorter axis: mix down to mono
-            x = x.mean(axis=1 if x.shape[1] <= x.shape[0] else 0)
-        if x.ndim != 1:
-            raise TokenizerError(f"mulaw tokenizer: expected a 1-D (mono) or 2-D (multichannel) "
-                                 f"waveform, got shape {x.shape}.")
-        if not np.all(np.isfinite(x)):
-            raise TokenizerError("mulaw tokenizer: the waveform holds NaN or infinite samples.")
-        if rate is not None and rate != self.sample_rate and x.size:
-            from scipy.signal import resample_poly
-
-            g = math.gcd(rate, self.sample_rate)
-            x = resample_poly(x, self.sample_rate // g, rate // g)
-        if self.config.normalize and x.size and np.abs(x).max() > 0:
-            x = x * (self.config.peak / np.abs(x).max())
-        return x
+        c = self.config
+        return load_waveform(example, c.sample_rate, c.peak if c.normalize else None, self.name)
 
     def encode(self, example: Any) -> torch.Tensor:
         return torch.from_numpy(mu_law_encode(self.waveform(example), self.config.mu))

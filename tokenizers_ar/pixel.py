@@ -22,19 +22,8 @@ from PIL import Image
 from pydantic import Field
 
 from plugins.errors import TokenizerError
+from tokenizers_ar import images
 from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig
-
-_PIL_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")  # 8-bit modes; others go through arrays
-
-
-def _is_colour(image: Image.Image) -> bool:
-    """RGB(A) images are colour; a palette image is colour if its palette leaves gray."""
-    if image.mode in ("RGB", "RGBA"):
-        return True
-    if image.mode != "P":
-        return False
-    rgb = np.asarray(image.convert("RGB"))
-    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
 
 
 class PixelConfig(TokenizerConfig):
@@ -75,7 +64,11 @@ class PixelTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self.config.levels
+        return self.known_vocab_size(self.config)
+
+    @classmethod
+    def known_vocab_size(cls, config) -> int:
+        return config.levels
 
     @property
     def layout(self) -> Layout:
@@ -145,14 +138,9 @@ class PixelTokenizer(Tokenizer):
 
     def _to_array(self, example: Any) -> tuple[np.ndarray, int]:
         """(H, W) integer array and the largest value that array may hold."""
-        if isinstance(example, Image.Image):
-            if example.mode not in _PIL_MODES:
-                raise TokenizerError(
-                    f"pixel tokenizer: PIL mode {example.mode!r} is not 8-bit; pass the image as "
-                    "an array with tokenizer.max_value set to its largest value."
-                )
-            rgb = self.channels == 3 or (self.channels is None and _is_colour(example))
-            return np.asarray(example.convert("RGB" if rgb else "L"), dtype=np.int64), 255
+        if isinstance(example, Image.Image):  # the one image reader (tokenizers_ar/images.py)
+            array, top = images.to_array(example, self.channels, 255, "pixel tokenizer")
+            return (array[..., 0] if array.shape[-1] == 1 else array).astype(np.int64), top
         array = np.asarray(example.numpy() if torch.is_tensor(example) else example)
         if array.ndim == 3 and array.shape[-1] == 1:
             array = array[..., 0]

@@ -16,8 +16,9 @@ Subclass it in your tests and provide two fixtures::
         def examples(self):
             return my_examples()[:4]
 
-`example_data(modality)` gives small real-looking examples for "text", "image" and "audio"
-tokenizers (audio: decaying tones with noise, in each accepted input form and at two rates).
+`example_data(modality)` gives small real-looking examples for "text", "image", "audio" and
+"series" tokenizers (audio: decaying tones with noise, in each accepted input form and at two
+rates; series: random walks of 2-D points).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def example_data(modality: str, n: int = 4, seed: int = 0) -> list[Any]:
         rng = np.random.default_rng(seed)
         return [Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L")
                 for _ in range(n)]
+    if modality == "series":  # random walks of 2-D points, of different lengths
+        rng = np.random.default_rng(seed)
+        return [np.cumsum(rng.standard_normal((20 + 7 * i, 2)), axis=0) * 3 + 5 for i in range(n)]
     if modality == "audio":
         rng = np.random.default_rng(seed)
         out: list[Any] = []
@@ -65,28 +69,48 @@ class TokenizerContract:
 
     def test_vocab_and_layout(self, tokenizer: Tokenizer) -> None:
         assert tokenizer.is_fitted
-        assert isinstance(tokenizer.vocab_size, int) and tokenizer.vocab_size >= 2
-        assert tokenizer.layout.kind == tokenizer.layout_kind
+        layout = tokenizer.layout
+        assert isinstance(tokenizer.vocab_size, int)
+        if tokenizer.continuous:
+            assert layout.continuous and tokenizer.vocab_size == 0, \
+                f"a continuous tokenizer has vocab_size 0 and a layout with dims, got " \
+                f"{tokenizer.vocab_size} and {layout}"
+        else:
+            assert not layout.continuous and tokenizer.vocab_size >= 2, \
+                f"vocab_size {tokenizer.vocab_size}, layout {layout}"
+        assert layout.kind == tokenizer.layout_kind, f"layout {layout} vs layout_kind {tokenizer.layout_kind}"
         assert tokenizer.unit and tokenizer.modality
 
     def test_encode_shape_dtype_range(self, tokenizer: Tokenizer, examples: list[Any]) -> None:
+        layout = tokenizer.layout
+        value_shape = (layout.dims,) if layout.continuous else ()
         for x in examples:
             ids = tokenizer.encode(x)
-            assert ids.dtype == torch.long
-            if tokenizer.layout.kind == "grid":
-                assert tuple(ids.shape) == tokenizer.layout.shape
+            if layout.kind == "grid":
+                assert tuple(ids.shape) == (*layout.shape, *value_shape), \
+                    f"encoded shape {tuple(ids.shape)}, layout {layout}"
             else:
-                assert ids.dim() == 1
-            assert ids.numel() == 0 or (ids.min() >= 0 and ids.max() < tokenizer.vocab_size)
+                assert ids.dim() == 1 + len(value_shape) and tuple(ids.shape[1:]) == value_shape, \
+                    f"encoded shape {tuple(ids.shape)}, layout {layout}"
+            if layout.continuous:
+                assert ids.dtype == torch.float32 and torch.isfinite(ids).all()
+            else:
+                assert ids.dtype == torch.long, f"ids of dtype {ids.dtype}, expected torch.long"
+                assert ids.numel() == 0 or (ids.min() >= 0 and ids.max() < tokenizer.vocab_size), \
+                    f"ids range over [{ids.min()}, {ids.max()}], vocab_size {tokenizer.vocab_size}"
 
     def test_ids_round_trip(self, tokenizer: Tokenizer, examples: list[Any]) -> None:
-        """encode(decode(ids)) == ids: decoding loses nothing the ids say."""
+        """encode(decode(ids)) == ids: decoding loses nothing the ids say (real values: up to
+        float32 rounding)."""
         if not tokenizer.stable_codes:
             pytest.skip("learned codes are only mostly stable: tested by the tokenizer's own tests")
         for x in examples:
             ids = tokenizer.encode(x)
             again = tokenizer.encode(tokenizer.decode(ids))
-            assert torch.equal(again.reshape(-1), ids.reshape(-1))
+            if tokenizer.continuous:
+                torch.testing.assert_close(again.reshape(-1), ids.reshape(-1), atol=1e-4, rtol=1e-4)
+            else:
+                assert torch.equal(again.reshape(-1), ids.reshape(-1)), "encode(decode(ids)) != ids"
 
     def test_lossless_round_trip(self, tokenizer: Tokenizer, examples: list[Any]) -> None:
         """decode(encode(x)) == x for lossless tokenizers (compared as arrays for images)."""

@@ -195,7 +195,11 @@ class VQVAETokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self.config.codebook_size
+        return self.known_vocab_size(self.config)
+
+    @classmethod
+    def known_vocab_size(cls, config) -> int:
+        return config.codebook_size
 
     @property
     def layout(self) -> Layout:

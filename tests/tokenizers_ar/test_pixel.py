@@ -85,3 +85,22 @@ def test_image_modes():
     assert tok.channels == 3
     with pytest.raises(TokenizerError, match="not 8-bit"):
         PixelTokenizer(height=3, width=4).encode(Image.fromarray(gray.astype(np.int32) * 100))
+
+
+def test_every_image_tokenizer_reads_a_gray_palette_as_one_channel():
+    """One image reader (tokenizers_ar/images.py): pixel and the VQ tokenizers agree on a
+    palette PNG whose palette is gray (the VQ-VAE used to read it as 3 channels)."""
+    from tokenizers_ar import images
+
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    palette_gray = Image.fromarray(gray).convert("P")
+    array, top = images.to_array(palette_gray, None, 255, "test")
+    assert array.shape == (3, 4, 1) and top == 255
+    np.testing.assert_array_equal(array[..., 0], gray)
+    tok = PixelTokenizer()
+    tok.fit([palette_gray])
+    np.testing.assert_array_equal(tok.encode(palette_gray).numpy(), gray)
+    colour = Image.fromarray(np.dstack([gray, gray[::-1], gray]).astype(np.uint8)).convert("P")
+    assert images.to_array(colour, None, 255, "test")[0].shape == (3, 4, 3)
+    with pytest.raises(TokenizerError, match="not 8-bit"):
+        images.to_array(Image.fromarray(gray.astype(np.int32) * 100), None, 255, "vqvae tokenizer")
