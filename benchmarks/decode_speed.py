@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
+from priors import DecodeConfig, generate  # noqa: E402
 from priors.gpt import GPT, GPTConfig  # noqa: E402
 from priors.quantize import to_precision  # noqa: E402
-from priors.sampling import DecodeConfig, generate  # noqa: E402
 from tokenizers_ar import Layout  # noqa: E402
 
 V, PROMPT, NEW = 65, 64, 256

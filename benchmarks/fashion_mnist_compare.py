@@ -28,7 +28,7 @@ from pipelines.samples import image_grid  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name: (recipe, overrides)
     "pixelcnn_softmax": ("pixel_pixelcnn", []),
-    "pixelcnn_logistic_mixture": ("pixel_pixelcnn", ["prior.output=logistic_mixture"]),
+    "pixelcnn_logistic_mixture": ("pixel_pixelcnn", ["prior.head=logistic_mixture"]),
     "pixel_gpt": ("pixel_gpt", []),
 }
 

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
+from priors import DecodeConfig, generate  # noqa: E402
 from priors.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
-from priors.sampling import DecodeConfig, generate  # noqa: E402
 from tokenizers_ar import Layout  # noqa: E402
 
 N, H, W = 16, 28, 28
