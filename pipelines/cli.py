@@ -258,7 +258,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from plugins.manager import get_registries
 
     registries = get_registries()
-    rows = [(kind, e.name, e.provider, f"{e.component.__module__}.{e.component.__qualname__}")
+    rows = [(kind, e.name, e.provider, f"{getattr(e.component, '__module__', '?')}."
+             f"{getattr(e.component, '__qualname__', type(e.component).__name__)}")
             for kind, reg in (("tokenizer", registries.tokenizers), ("prior", registries.priors),
                               ("source", registries.sources), ("head", registries.heads),
                               ("processor", registries.processors))
@@ -267,6 +268,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
               for i in range(4)]
     for row in [("KIND", "NAME", "PROVIDED BY", "CLASS"), *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
+    if registries.problems:  # refused registrations and clashing names: not available
+        print(f"\n{len(registries.problems)} problem(s); these components are not available:")
+        for problem in registries.problems:
+            print(f"  - {problem}")
     return 0
 
 

@@ -7,7 +7,6 @@ or unregistered, so a test or a notebook can `register()` a plugin object and us
 
 from __future__ import annotations
 
-import functools
 import logging
 from importlib import metadata
 
@@ -80,22 +79,34 @@ class PluginManager(pluggy.PluginManager):
         return self.get_name(plugin) or repr(plugin)
 
     def _build_registries(self) -> Registries:
-        registries = Registries(Registry("tokenizer"), Registry("prior"), Registry("source"),
-                                Registry("logits processor"), Registry("head"))
+        from plugins.checks import CHECKS
+
+        registries = Registries(*(Registry(kind, CHECKS[kind]) for kind in
+                                  ("tokenizer", "prior", "source", "logits processor", "head")))
         for hook_name, attr in _HOOKS.items():
             registry = getattr(registries, attr)
             # Call implementations one by one, in registration order (built-ins first), so that
             # each registration is attributed to the plugin that made it and a duplicate names
-            # both providers.
+            # both providers. One bad registration never stops the others: it is refused with
+            # a warning naming its plugin, and every problem is kept for `tokar plugins`.
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 provider = self.provider(impl.plugin)
+
+                def register(name: str, component: object, provider: str = provider,
+                             registry: Registry = registry) -> None:
+                    try:
+                        registry.register(name, component, provider=provider)
+                    except RegistryError as exc:
+                        registries.problems.append(str(exc))
+                        logger.warning("%s", exc)
+
                 try:
-                    impl.function(register=functools.partial(registry.register, provider=provider))
-                except RegistryError:
-                    raise  # duplicates and bad names must be fixed, not skipped
-                except Exception as exc:
-                    logger.warning("tokar plugin %s failed in %s and is skipped: %s: %s",
-                                   provider, hook_name, type(exc).__name__, exc)
+                    impl.function(register=register)
+                except Exception as exc:  # a broken third-party hook must not break tokar
+                    problem = (f"tokar plugin {provider} failed in {hook_name} and is skipped: "
+                               f"{type(exc).__name__}: {exc}")
+                    registries.problems.append(problem)
+                    logger.warning("%s", problem)
         return registries
 
 

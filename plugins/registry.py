@@ -6,8 +6,8 @@ among components that installed plugins chose to register.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from plugins.errors import RegistryError, did_you_mean
@@ -21,11 +21,15 @@ class Entry:
 
 
 class Registry:
-    """Name -> component for one kind ("tokenizer", "prior", "source")."""
+    """Name -> component for one kind ("tokenizer", "prior", "source", "head", "logits
+    processor"). `check(component)` lists what is wrong with a component (plugins/checks.py);
+    a component with problems is refused at registration, naming who registered it."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, check: Callable[[Any], list[str]] | None = None):
         self.kind = kind
+        self.check = check
         self._entries: dict[str, Entry] = {}
+        self._clashes: dict[str, list[str]] = {}  # name -> every provider that registered it
 
     def register(self, name: str, component: Any, provider: str) -> None:
         if not isinstance(name, str) or not name.isidentifier():
@@ -33,18 +37,28 @@ class Registry:
                 f"{self.kind} name {name!r} from {provider} is not valid: use letters, digits and "
                 "underscores, starting with a letter (it is written in YAML recipes)."
             )
-        if name in self._entries:
-            first = self._entries[name].provider
-            raise RegistryError(
-                f"{self.kind} '{name}' is registered twice: by {first} and by {provider}. "
-                "Uninstall one of the two plugins, or have one register under another name."
-            )
+        problems = self.check(component) if self.check is not None else []
+        if problems:
+            raise RegistryError(f"{self.kind} '{name}' from {provider} is not registered: "
+                                + "; ".join(problems) + ".")
+        if name in self._entries or name in self._clashes:
+            providers = self._clashes.setdefault(name, [self._entries.pop(name).provider]
+                                                 if name in self._entries else [])
+            providers.append(provider)
+            raise RegistryError(self._clash_message(name))
         self._entries[name] = Entry(name, component, provider)
+
+    def _clash_message(self, name: str) -> str:
+        providers = self._clashes[name]
+        return (f"{self.kind} '{name}' is registered twice: by {' and by '.join(providers)}. "
+                "Uninstall one of the plugins, or have one register under another name.")
 
     def get(self, name: str) -> Any:
         return self.entry(name).component
 
     def entry(self, name: str) -> Entry:
+        if name in self._clashes:  # ambiguous: refusing is safer than picking one silently
+            raise RegistryError(self._clash_message(name))
         try:
             return self._entries[name]
         except KeyError:
@@ -74,3 +88,4 @@ class Registries:
     sources: Registry
     processors: Registry
     heads: Registry
+    problems: list[str] = field(default_factory=list)  # registrations refused, names that clash

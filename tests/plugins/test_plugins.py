@@ -146,7 +146,7 @@ def test_duplicate_from_a_plugin_names_both(fresh_plugins):
         @staticmethod
         @hookimpl
         def tokar_register_priors(register):
-            register("gpt", object)
+            register("gpt", Bigram)
 
     fresh_plugins.register(Clash, name="clashing-plugin")
     with pytest.raises(RegistryError, match=r"'gpt' is registered twice: by tokar .* and by clashing-plugin"):
@@ -246,3 +246,45 @@ def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "skipping tokar plugin 'broken' from tokar-broken 0.0.1: ModuleNotFoundError" in proc.stderr
     assert "hello_char" in proc.stdout and "gpt" in proc.stdout  # everything else still loads
+
+
+class Sloppy:
+    """A plugin that makes every registration mistake once, next to one good registration."""
+
+    @staticmethod
+    @hookimpl
+    def tokar_register_priors(register):
+        register("forty_two", 42)
+        register("not_a_prior", CharTokenizer)  # a tokenizer class registered as a prior
+        register("bigram_ok", Bigram)
+        register("gpt", Bigram)  # clashes with the built-in
+        register("lstm", Bigram)  # and another clash: every one is reported
+
+    @staticmethod
+    @hookimpl
+    def tokar_register_tokenizers(register):
+        class Half(CharTokenizer.__mro__[1]):  # the abstract Tokenizer base, nothing implemented
+            name = "half"
+
+        register("half", Half)
+
+
+def test_registration_checks_what_it_is_given_and_reports_every_problem(fresh_plugins, capsys):
+    from pipelines.cli import main
+
+    fresh_plugins.register(Sloppy, name="sloppy-plugin")
+    regs = fresh_plugins.registries
+    problems = "\n".join(regs.problems)
+    assert "prior 'forty_two' from sloppy-plugin is not registered: expected a subclass of " \
+           "priors.Prior, got int" in problems
+    assert "prior 'not_a_prior' from sloppy-plugin is not registered: expected a subclass of " \
+           "priors.Prior, got CharTokenizer" in problems
+    assert "tokenizer 'half' from sloppy-plugin is not registered: Half does not implement" in problems
+    assert "prior 'gpt' is registered twice: by tokar" in problems
+    assert "prior 'lstm' is registered twice" in problems
+    assert regs.priors.get("bigram_ok") is Bigram  # the good registration still works
+    with pytest.raises(RegistryError, match="'gpt' is registered twice"):
+        regs.priors.get("gpt")
+    assert main(["plugins"]) == 0  # never crashes on a bad plugin
+    out = capsys.readouterr().out
+    assert "bigram_ok" in out and "5 problem(s)" in out and "forty_two" in out
