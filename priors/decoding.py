@@ -104,6 +104,10 @@ def check_config(prior: Prior, config: DecodeConfig, has_draft: bool, has_proces
     if has_draft and config.num_beams > 1:
         raise DecodingError("beam search and speculative decoding do not combine: drop the draft "
                             "or set num_beams=1.")
+    if config.num_beams > 1 and type(prior).reorder_state is Prior.reorder_state:
+        raise DecodingError(f"beam search needs a prior that can reorder its decoding state; "
+                            f"prior '{prior.name}' cannot (it does not implement reorder_state): "
+                            "sample or decode greedily instead.")
     if prior.distribution.continuous:
         wrong = config.discrete_only() + (["draft"] if has_draft else []) + \
             (["processors"] if has_processors else [])

@@ -16,7 +16,14 @@ The suite checks, on each layout kind the prior declares (`seq`, `grid`; real-va
 too when it sets `continuous_inputs`): shapes; causality (changing position t never changes the
 params at positions <= t, and does change a later one); log_prob == the head's log_prob of
 forward == the sum of the conditionals from init_state/step, one position at a time and k at a
-time; save/load gives identical outputs; determinism under a seed.
+time; save/load gives identical outputs; determinism under a seed; and the optional methods:
+`rewind` forgets exactly n positions and speculative greedy decoding equals greedy decoding
+(or, for a prior with max_rewind 0, speculative decoding is refused with a DecodingError),
+`reorder_state` selects rows (or beam search is refused with a DecodingError).
+
+Fixtures: `make_prior(vocab_size, layout, **settings)` (required); `case`, a (layout key, head
+name) pair from LAYOUTS and the registered heads (default: seq and grid with the categorical
+head; override it to test more). Failures name the values involved.
 
 A head: subclass `HeadContract` and provide `head` (an instance) and `space` fixtures. It checks
 that the probabilities of all discrete values sum to one and agree with `logits`, that samples
@@ -168,6 +175,69 @@ class PriorContract:
             assert first.shape == (3, LENGTH, prior.space.size) and torch.isfinite(first).all()
         else:
             assert first.shape == (3, LENGTH) and first.min() >= 0 and first.max() < prior.vocab_size
+
+
+    # -- optional capabilities: each either works exactly or is refused clearly --------------------
+    def test_rewind_forgets_exactly_the_last_n(self, prior: Prior, batch) -> None:
+        """After feeding 6 positions and rewinding n, feeding the same positions again gives the
+        params a state that never saw them gives (what speculative decoding relies on)."""
+        x, cond = batch
+        if prior.max_rewind < 1:
+            with pytest.raises(NotImplementedError):
+                prior.rewind(prior.init_state(3, cond).state, 1)
+            return
+        n = min(3, prior.max_rewind)
+        with torch.no_grad():
+            _, state = prior.init_state(3, cond)
+            _, state = prior.step(state, x[:, :6])
+            state = prior.rewind(state, n)
+            again, _ = prior.step(state, x[:, 6 - n : 9])
+            _, fresh = prior.init_state(3, cond)
+            want, _ = prior.step(fresh, x[:, :9])
+        torch.testing.assert_close(again, want[:, 6 - n :], atol=1e-4, rtol=1e-4,
+                                   msg=lambda m: f"rewind({n}) did not forget exactly {n} positions: {m}")
+
+    def test_speculative_greedy_equals_greedy(self, prior: Prior, make_prior, case, batch) -> None:
+        """A draft (the same architecture, other weights) proposes, the prior verifies: greedy
+        output must be the prior's own greedy output, token for token."""
+        from plugins.errors import DecodingError
+
+        x, cond = batch
+        config = DecodeConfig(max_new_tokens=LENGTH, greedy=True, num_draft_tokens=3)
+        if prior.max_rewind < 1 or prior.distribution.continuous:
+            with pytest.raises(DecodingError):
+                generate(prior, 1, config, cond=None if cond is None else cond[:1], draft=prior)
+            return
+        torch.manual_seed(1)
+        kwargs = {} if case[1] == "categorical" else {"head": case[1]}
+        draft = make_prior(prior.vocab_size, prior.layout, **kwargs).eval()
+        for row in range(2):
+            c = None if cond is None else cond[row : row + 1]
+            plain = generate(prior, 1, config, cond=c).tokens
+            fast = generate(prior, 1, config, cond=c, draft=draft)
+            assert torch.equal(fast.tokens, plain), \
+                f"speculative greedy {fast.tokens.tolist()} != greedy {plain.tolist()}"
+
+    def test_reorder_state_selects_rows(self, prior: Prior, batch) -> None:
+        """Beam search reorders states; the reordered state continues like the rows it copied."""
+        from plugins.errors import DecodingError
+
+        x, cond = batch
+        if type(prior).reorder_state is Prior.reorder_state:
+            with pytest.raises(DecodingError, match="beam search"):
+                generate(prior, 1, DecodeConfig(max_new_tokens=3, num_beams=2),
+                         cond=None if cond is None else cond[:1])
+            return
+        index = torch.tensor([2, 0, 0])
+        with torch.no_grad():
+            _, state = prior.init_state(3, cond)
+            _, state = prior.step(state, x[:, :5])
+            state = prior.reorder_state(state, index)
+            got, _ = prior.step(state, x[index, 5:8])
+            _, fresh = prior.init_state(3, None if cond is None else cond[index])
+            want, _ = prior.step(fresh, x[index, :8])
+        torch.testing.assert_close(got, want[:, 5:], atol=1e-4, rtol=1e-4,
+                                   msg=lambda m: f"reorder_state([2, 0, 0]) then step: {m}")
 
 
 class HeadContract:
