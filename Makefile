@@ -14,11 +14,13 @@ export TOKENIZERS_PARALLELISM ?= false
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt examples/tokar-example-plugin/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins torch==2.13.0: a CPU wheel here, instead of gigabytes of CUDA packages
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# the example third-party plugin, installed like any other (its `tokar` entry point)
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/tokar-example-plugin
 	touch $(STAMP)
 
 demo: $(STAMP)
