@@ -230,7 +230,7 @@ class PixelCNN(Prior):
         state = FastState(v=[zeros(n, self.height, self.width) for _ in range(L)],
                           vpre=[zeros(2 * n, self.width) for _ in range(L)],  # row -1: zeros
                           h=[zeros(n, self.width) for _ in range(L)], pos=0, cond=cond)
-        return StepOutput(self._next_logits(state), state)
+        return StepOutput(self._next_params(state), state)
 
     def step(self, state: FastState, ids: torch.Tensor) -> StepOutput:
         C, group = self.colours, self.config.n_channels // self.colours
@@ -252,7 +252,7 @@ class PixelCNN(Prior):
                 self._advance_rows(state, r)
                 for h in state.h:
                     h.zero_()
-            outs.append(self._next_logits(state))
+            outs.append(self._next_params(state))
         return StepOutput(torch.stack(outs, dim=1), state)
 
     def _advance_rows(self, state: FastState, r: int) -> None:
@@ -268,7 +268,7 @@ class PixelCNN(Prior):
                     pre = pre + layer.cond(state.cond)[:, : pre.size(1), None]
                 state.v[i + 1][:, :, r] = gate(pre, self.colours)
 
-    def _next_logits(self, state: FastState) -> torch.Tensor:
+    def _next_params(self, state: FastState) -> torch.Tensor:
         """Head params (B, P) of the next token: channel ch of pixel (r, c)."""
         pixel, ch = divmod(state.pos, self.colours)
         c = pixel % self.width

@@ -62,9 +62,9 @@ def speculative(target: Prior, draft: Prior, batch_size: int, config: DecodeConf
 
 def _speculative(target, draft, config, k_max, processors, cond, prompt, generator) -> Generation:
     n, greedy = config.max_new_tokens, config.greedy
-    t_logits, t_state, ctx = start(target, 1, cond, prompt)
-    d_logits, d_state, _ = start(draft, 1, cond, prompt)
-    device = t_logits.device
+    t_params, t_state, ctx = start(target, 1, cond, prompt)
+    d_params, d_state, _ = start(draft, 1, cond, prompt)
+    device = t_params.device
     context = ctx[0].tolist()
     out: list[int] = []
     t_pending: int | None = None  # output token the target has not been fed yet
@@ -78,25 +78,25 @@ def _speculative(target, draft, config, k_max, processors, cond, prompt, generat
         q: list[torch.Tensor] = []
         if k:
             if d_pending:
-                d_logits, d_state = feed(draft, d_state, torch.tensor([d_pending], device=device))
+                d_params, d_state = feed(draft, d_state, torch.tensor([d_pending], device=device))
                 d_pending = []
             for i in range(k):
-                q_i = _dist(draft, d_logits, context + out + drafts, processors, greedy)
+                q_i = _dist(draft, d_params, context + out + drafts, processors, greedy)
                 drafts.append(int(q_i.argmax()) if greedy else _draw(q_i, generator))
                 q.append(q_i)
                 if i + 1 < k:  # the last draft is not fed: no one needs its successor's q
                     step, d_state = draft.step(d_state, torch.tensor([[drafts[-1]]], device=device))
-                    d_logits = step[:, -1]
+                    d_params = step[:, -1]
         # 2. one target pass over the pending token and the drafts: p_1 .. p_{k+1}
         fed = ([t_pending] if t_pending is not None else []) + drafts
-        p_logits = t_logits.reshape(1, -1)
+        p_params = t_params.reshape(1, -1)
         if fed:
             step, t_state = target.step(t_state, torch.tensor([fed], device=device))
-            p_logits = step[0] if t_pending is not None else torch.cat([p_logits, step[0]])
+            p_params = step[0] if t_pending is not None else torch.cat([p_params, step[0]])
         # 3. accept drafts while the rule allows; the round's own token ends it
         j, token = 0, None
         while j < k:
-            p_j = _dist(target, p_logits[j], context + out + drafts[:j], processors, greedy)
+            p_j = _dist(target, p_params[j], context + out + drafts[:j], processors, greedy)
             x = drafts[j]
             u = torch.rand(1, generator=generator,
                            device=generator.device if generator is not None else "cpu").item()
@@ -108,7 +108,7 @@ def _speculative(target, draft, config, k_max, processors, cond, prompt, generat
                 break
             j += 1
         if token is None:  # every draft accepted: a bonus token from p_{k+1}
-            p_last = _dist(target, p_logits[k], context + out + drafts, processors, greedy)
+            p_last = _dist(target, p_params[k], context + out + drafts, processors, greedy)
             token = int(p_last.argmax()) if greedy else _draw(p_last, generator)
         proposed, accepted = proposed + k, accepted + j
         # 4. forget the rejected drafts: the target was fed all k, the draft the first k - 1

@@ -131,7 +131,7 @@ class WaveNet(Prior):
         return x.transpose(1, 2)
 
     def _stack(self, x: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
-        """Inputs (B, R, T) -> logits (B, V, T), every convolution causally zero-padded."""
+        """Inputs (B, R, T) -> head params (B, P, T), every convolution causally zero-padded."""
         skips = 0
         for layer, bias in zip(self.layers, biases, strict=True):
             x, s = layer(F.pad(x, (layer.pad, 0)), bias)
@@ -147,7 +147,7 @@ class WaveNet(Prior):
 
     @torch.no_grad()
     def naive_next_logits(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, V) of the token after `ids` (B, T), recomputed from scratch over the last
+        """Head params (B, P) of the token after `ids` (B, T), recomputed from scratch over the last
         `receptive_field` inputs: the slow generation that Fast WaveNet replaces."""
         x = self._inputs(ids)[:, :, -self.receptive_field :]
         return self._stack(x, self._biases(ids.size(0), cond))[:, :, -1]
@@ -180,7 +180,7 @@ class WaveNet(Prior):
         return StepWeights(conv, gate_bias, res, (skip_w, skip_b))
 
     def _push(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
-        """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> logits (B, k, V)."""
+        """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> head params (B, k, P)."""
         if x.size(2) == 1:
             return self._push_one(state, x[:, :, 0])[:, None]
         k, pos = x.size(2), state.pos
@@ -199,7 +199,7 @@ class WaveNet(Prior):
         return self.head(skips).transpose(1, 2)
 
     def _push_one(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
-        """One input x (B, R) at position pos -> logits (B, V): push it on every layer's queue
+        """One input x (B, R) at position pos -> head params (B, P): push it on every layer's queue
         and read the K taps it needs (d samples apart) back as views: O(layers) per sample."""
         pos, K, w = state.pos, self.config.kernel_size, state.weights
         gated = []
