@@ -187,7 +187,7 @@ def test_sample_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert main(["sample", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is not a tokar run directory" in err and "tokar train" in err
-    with pytest.raises(RunDirError, match="not a directory"):
+    with pytest.raises(RunDirError, match="does not exist"):
         Pipeline.load(tmp_path / "nope")
 
 
