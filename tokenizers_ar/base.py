@@ -243,12 +243,16 @@ def read_config(directory: Path, kind: str, format_version: int) -> dict[str, An
             f"{kind}.save() wrote (in a run directory: RUN_DIR/{kind})."
         )
     try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}).") from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} should hold a JSON object, found {type(payload).__name__}.")
-    if payload.get("format_version", 0) > format_version:
+    saved_version = payload.get("format_version", 0)
+    if not isinstance(saved_version, int) or isinstance(saved_version, bool):
+        raise CheckpointError(f"{path} is corrupt: format_version should be an integer, found "
+                              f"{saved_version!r}.")
+    if saved_version > format_version:
         raise CheckpointError(
             f"{directory} was saved by a newer tokar ({kind} format {payload['format_version']}, "
             f"this version reads up to {format_version}); upgrade tokar to load it."

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import torch
 from pydantic import Field
 
 from plugins.errors import TokenizerError
+from plugins.resources import check_fits
 from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig
 
 
@@ -88,6 +91,15 @@ def read_audio(example: Any) -> tuple[np.ndarray, int | None]:
 
 
 def _read_file(source: Any, name: Any) -> tuple[np.ndarray, int]:
+    if isinstance(source, str | Path):  # opening a FIFO would wait forever; a device never ends
+        try:
+            regular = stat.S_ISREG(os.stat(source).st_mode)
+        except OSError as exc:
+            raise TokenizerError(f"mulaw tokenizer: cannot read audio from {name} "
+                                 f"({exc.strerror or exc}).") from exc
+        if not regular:
+            raise TokenizerError(f"mulaw tokenizer: {name} is not a regular file (a folder, FIFO or "
+                                 "device); give audio files.")
     try:
         data, rate = sf.read(source, dtype="float64", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -139,6 +151,13 @@ class MuLawTokenizer(Tokenizer):
             raise TokenizerError("mulaw tokenizer: the waveform holds NaN or infinite samples.")
         if rate is not None and rate != self.sample_rate and x.size:
             from scipy.signal import resample_poly
+
+            # A header's rate decides the output size: a clip "at 1 Hz" becomes 16,000 times longer.
+            name = example if isinstance(example, str | Path) else "an audio clip"
+            check_fits(x.size * (self.sample_rate / rate) * 8 * 3,
+                       f"mulaw tokenizer: resampling {name} ({x.size} samples at {rate} Hz, as its "
+                       f"header says) to {self.sample_rate} Hz",
+                       "check the file's header (its sample rate), or set tokenizer.sample_rate.")
 
             g = math.gcd(rate, self.sample_rate)
             x = resample_poly(x, self.sample_rate // g, rate // g)
