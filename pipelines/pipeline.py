@@ -14,9 +14,7 @@ A run directory holds everything needed to use the result with no recipe file at
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +27,25 @@ from pydantic import ValidationError
 
 from pipelines import data as data_lib
 from pipelines import stage1
-from pipelines.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomically
+from pipelines.checkpoint import Checkpoint, list_checkpoints, newest_loadable, write_atomically
+from pipelines.limits import check_decode_memory, check_training_memory
 from pipelines.recipe import Recipe, load_recipe
+from pipelines.resume import plan_resume
 from pipelines.rundir import (
     CLASSES_FILE,
     RECIPE_FILE,
     RESUMABLE,
     RUN_FILE,
+    claim_run_dir,
     diff,
-    remove_atomically,
+    load_saved,
+    mark_saved_dir,
+    read_class_names,
     require_run_dir,
-    truncate_metrics,
     write_json_atomically,
     write_text_atomically,
 )
+from pipelines.runlock import lock_run_dir, releases_run_locks
 from pipelines.samples import write_samples
 from pipelines.scoring import Score, stream_nll
 from pipelines.train import LN2, Trainer, TrainResult, make_accelerator, process_state
@@ -92,6 +95,7 @@ class Pipeline:
         return spec.cls(spec.config, vocab_size=self.tokenizer.vocab_size, layout=layout)
 
     # -- training --------------------------------------------------------------------------------
+    @releases_run_locks
     def train(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`.
         Under `accelerate launch` / `torchrun` every process calls this; only the main one
@@ -113,8 +117,10 @@ class Pipeline:
             else:
                 self.tokenizer = type(self.tokenizer).from_pretrained(self.run_dir / "tokenizer")
             tokens = self._tokenize(splits)
+        check_training_memory(self.recipe, self.tokenizer.vocab_size, self.tokenizer.layout)
         self._prior = self.build_prior()
         self._check_labels(tokens["train"])
+        self._check_labels(tokens.get("validation"))
         # Only now is this a run: a recipe that fails before this point leaves no run behind.
         if ps.is_main_process:
             write_text_atomically(self.run_dir / RECIPE_FILE, self.recipe.dump())
@@ -124,13 +130,19 @@ class Pipeline:
         return self._run(tokens, None, progress)
 
     @classmethod
+    @releases_run_locks
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
                registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
-        """Continue an interrupted run from its newest complete checkpoint, exactly: the result
+        """Continue an interrupted run from its newest intact checkpoint, exactly: the result
         equals an uninterrupted run. Overrides may change only how long and how verbosely it
-        trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data."""
+        trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data.
+        Everything is checked before the run changes (pipelines/resume.py); a complete run is
+        left as it is unless train.max_steps grows."""
         run_dir = Path(run_dir)
         require_run_dir(run_dir)
+        ps = process_state()
+        if ps.is_main_process:
+            lock_run_dir(run_dir)  # one writer per run, from before anything is read
         saved = load_recipe(run_dir / RECIPE_FILE, registries=registries)
         recipe = load_recipe(run_dir / RECIPE_FILE, overrides, registries)
         changed = [k for k in diff(saved.to_dict(), recipe.to_dict())
@@ -140,29 +152,23 @@ class Pipeline:
                 f"resuming {run_dir} cannot change {', '.join(changed)}: the checkpoint was "
                 f"trained with other values. Only {', '.join(RESUMABLE)} may change on resume; "
                 "start a new run for anything else."])
-        pipe = cls(recipe, recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer"),
+        plan = plan_resume(run_dir, saved, recipe)
+        if plan.done:
+            loaded = cls.load(run_dir, registries)
+            return loaded, plan.recorded_result(loaded.tokenizer.unit)
+        pipe = cls(recipe, load_saved(recipe.tokenizer.cls, run_dir / "tokenizer", "tokenizer"),
                    run_dir=run_dir)
         splits = pipe._load_splits()
-        ps = process_state()
         with ps.main_process_first():
             tokens = pipe._tokenize(splits)
+        check_training_memory(recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
         pipe._prior = pipe.build_prior()
         pipe._check_labels(tokens["train"])
-        ckpts = list_checkpoints(run_dir / "checkpoints")
-        ckpt = ckpts[-1] if ckpts else None
-        if ps.is_main_process:
-            # Metrics logged after that checkpoint will be logged again: drop them.
-            truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
-            # Final weights of an earlier completion are stale from now on: Pipeline.load must
-            # fall back to the newest checkpoint until this resume completes.
-            remove_atomically(run_dir / "prior")
-            write_text_atomically(run_dir / RECIPE_FILE, recipe.dump())
-            pipe._write_run_file("running")
-        ps.wait_for_everyone()
-        return pipe, pipe._run(tokens, ckpt, progress)
+        ckpt = plan.choose_checkpoint(pipe._prior, ps.num_processes)  # verified; nothing changed yet
+        return pipe, pipe._run(tokens, ckpt, progress, before_fit=plan.commit)
 
     def _run(self, tokens: dict[str, data_lib.TokenData], ckpt: Checkpoint | None,
-             progress: bool) -> TrainResult:
+             progress: bool, before_fit: Any = None) -> TrainResult:
         cfg = self.recipe.train
         accelerator = make_accelerator(cfg, self.run_dir)
         if cfg.log_with:
@@ -174,17 +180,24 @@ class Pipeline:
                           on_eval=self._write_eval_samples if cfg.eval_samples else None)
         if ckpt is not None:
             trainer.resume_from(ckpt)
+        if before_fit is not None:  # a resume changes the run only now that training continues
+            if accelerator.is_main_process:
+                before_fit()
+            accelerator.wait_for_everyone()
         result = trainer.fit()
         self._prior.eval()
         if accelerator.is_main_process:
             write_atomically(self.run_dir / "prior", self._prior.save)
-            write_samples(self.sample(self.recipe.sample.n), self.run_dir / "samples",
-                          self.grid_columns(), tokenizer=self.tokenizer)
             self._write_run_file("complete", result={
                 "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
                 "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
                 "unit": self.tokenizer.unit})
+            try:  # after the result is recorded: a sample that fails costs nothing of the run
+                write_samples(self.sample(self.recipe.sample.n), self.run_dir / "samples",
+                              self.grid_columns(), tokenizer=self.tokenizer)
+            except TokarError as exc:
+                logger.warning("could not write the final samples: %s", exc)
         accelerator.wait_for_everyone()
         return result
 
@@ -210,22 +223,13 @@ class Pipeline:
                                  getattr(config, "shuffle_buffer", 10_000))
 
     def _claim_run_dir(self, run_dir: str | Path | None, ps: PartialState) -> Path:
-        if run_dir is None:
+        if ps.is_main_process:  # may it be written? then create, lock and mark it (rundir.py)
             stem = Path(self.recipe.source).stem if self.recipe.source else "run"
-            run_dir = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            if ps.num_processes > 1:  # the main process's clock names the run for everyone
-                run_dir = Path(broadcast_object_list([str(run_dir)])[0])
-        run_dir = Path(run_dir)
-        if ps.is_main_process:
-            if (run_dir / RECIPE_FILE).exists():
-                raise RunDirError(
-                    f"{run_dir} already holds a run; pass another --run-dir (or delete it) so "
-                    f"that nothing in it is overwritten, or continue it with `tokar train "
-                    f"--resume {run_dir}`."
-                )
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = claim_run_dir(run_dir, stem)
+        if ps.num_processes > 1:  # the main process names the run for everyone
+            run_dir = broadcast_object_list([str(run_dir) if run_dir is not None else None])[0]
         ps.wait_for_everyone()
-        return run_dir
+        return Path(run_dir)
 
     def _write_run_file(self, status: str, **extra: Any) -> None:
         from plugins.manager import _tokar_version
@@ -233,9 +237,9 @@ class Pipeline:
         payload = {"status": status, "tokar_version": _tokar_version(), **extra}
         write_json_atomically(self.run_dir / RUN_FILE, payload)
 
-    def _check_labels(self, split: data_lib.TokenData) -> None:
+    def _check_labels(self, split: data_lib.TokenData | None) -> None:
         n_classes = self._prior.num_classes
-        if not n_classes or not isinstance(split, data_lib.TokenData):
+        if not n_classes or not isinstance(split, data_lib.TokenData) or len(split) == 0:
             return  # a stream's labels are checked as they arrive, by the embedding lookup
         if split.labels is None:
             raise DataError(
@@ -273,10 +277,12 @@ class Pipeline:
         prior = self.prior
         device = next(prior.parameters()).device
         layout = self.tokenizer.layout
+        check_decode_memory(prior, n, settings if layout.kind == "seq" else
+                            {**settings, "max_new_tokens": layout.length}, len(prompt or ""))
         prompt_ids = None
         if prompt:
-            if layout.kind != "seq":
-                raise TokarError("--prompt continues text; this run models fixed-size grids.")
+            if self.tokenizer.modality != "text":
+                raise TokarError(f"--prompt continues text; this run models {self.tokenizer.modality}.")
             prompt_ids = self.tokenizer.encode(prompt).reshape(1, -1).repeat(n, 1).to(device)
         if layout.kind == "grid":
             settings["max_new_tokens"] = layout.length
@@ -319,10 +325,13 @@ class Pipeline:
 
     def class_index(self, label: int | str) -> int:
         """A class label as its index: an int already, or one of the data's class names."""
-        if not isinstance(label, str):
-            return int(label)
-        if label.lstrip("-").isdigit():
-            return int(label)
+        if not isinstance(label, str) or label.lstrip("-").isdigit():
+            index, classes = int(label), self.prior.num_classes
+            if classes and not 0 <= index < classes:
+                raise TokarError(f"class {label} is out of range: this run has classes 0 to "
+                                 f"{classes - 1}" + (f" ({', '.join(self.class_names)})."
+                                                     if self.class_names else "."))
+            return index
         names = self.class_names or []
         lowered = [name.lower() for name in names]
         if label.lower() in lowered:
@@ -350,6 +359,8 @@ class Pipeline:
         return labels
 
     def _stop_ids(self, stop: list[str]) -> list[int]:
+        if stop and self.tokenizer.modality != "text":
+            raise TokarError(f"--stop takes text; this run models {self.tokenizer.modality}.")
         ids = []
         for text in stop:
             encoded = self.tokenizer.encode(text).reshape(-1)
@@ -413,7 +424,7 @@ class Pipeline:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        mark_saved_dir(directory)  # never among someone else's files
         write_text_atomically(directory / RECIPE_FILE, self.recipe.dump())
         write_atomically(directory / "tokenizer", self.tokenizer.save)
         write_atomically(directory / "prior", self.prior.save)
@@ -427,9 +438,9 @@ class Pipeline:
         run_dir = Path(run_dir)
         require_run_dir(run_dir)
         recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
-        tokenizer = recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer")
+        tokenizer = load_saved(recipe.tokenizer.cls, run_dir / "tokenizer", "tokenizer")
         if (run_dir / "prior").is_dir():
-            prior = recipe.prior.cls.from_pretrained(run_dir / "prior")
+            prior = load_saved(recipe.prior.cls, run_dir / "prior", "prior")
         else:
             ckpts = list_checkpoints(run_dir / "checkpoints")
             if not ckpts:
@@ -437,11 +448,10 @@ class Pipeline:
                     f"{run_dir} has no trained prior: training did not finish and left no "
                     "checkpoint. Train again."
                 )
-            logger.warning("%s: training did not finish; using checkpoint %s",
-                           run_dir, ckpts[-1].path.name)
             pipe = cls(recipe, tokenizer, run_dir=run_dir)
             prior = pipe.build_prior()
-            load_checkpoint(ckpts[-1], prior)
+            used = newest_loadable(ckpts, prior)  # a damaged newest one falls back, with a warning
+            logger.warning("%s: training did not finish; using checkpoint %s", run_dir, used.path.name)
             prior.eval()
         if precision != "fp32":
             try:
@@ -449,8 +459,7 @@ class Pipeline:
             except ValueError as exc:
                 raise TokarError(str(exc)) from exc
         pipe = cls(recipe, tokenizer, prior, run_dir)
-        if (run_dir / CLASSES_FILE).is_file():
-            pipe.class_names = json.loads((run_dir / CLASSES_FILE).read_text())
+        pipe.class_names = read_class_names(run_dir)
         return pipe
 
 
