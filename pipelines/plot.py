@@ -23,9 +23,17 @@ def _is_number(value: object) -> bool:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The well-formed records of RUN_DIR/metrics.jsonl: objects with a numeric step and loss."""
-    path = Path(run_dir) / "metrics.jsonl"
+    records, skipped = _read_metrics(Path(run_dir) / "metrics.jsonl")
+    if skipped:
+        logger.warning("%s: skipped %d unreadable line(s)", Path(run_dir) / "metrics.jsonl", skipped)
+    return records
+
+
+def _read_metrics(path: Path) -> tuple[list[dict], int]:
+    """(well-formed records, number of lines skipped)."""
     if not path.exists():
-        raise RunDirError(f"{run_dir} has no metrics.jsonl: pass a run directory made by `tokar train`.")
+        raise RunDirError(f"{path.parent} has no metrics.jsonl: pass a run directory made by "
+                          "`tokar train`.")
     records, skipped = [], 0
     for raw in read_bytes(path, "metrics file", RunDirError).splitlines():
         if not raw.strip():
@@ -38,9 +46,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
             records.append(record)
         else:
             skipped += 1  # a line cut short by a crash, or damaged: skip it, keep the rest
-    if skipped:
-        logger.warning("%s: skipped %d unreadable line(s)", path, skipped)
-    return records
+    return records, skipped
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -50,11 +56,15 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir)
+    records, skipped = _read_metrics(run_dir / "metrics.jsonl")
     train = [r for r in records if r.get("split") == "train"]
     val = [r for r in records if r.get("split") == "val"]
     if not train and not val:
-        raise RunDirError(f"{run_dir}/metrics.jsonl holds no training or validation records yet.")
+        unreadable = f" ({skipped} unreadable line(s) skipped)" if skipped else ""
+        raise RunDirError(f"{run_dir}/metrics.jsonl holds no training or validation records yet"
+                          f"{unreadable}.")
+    if skipped:
+        logger.warning("%s/metrics.jsonl: skipped %d unreadable line(s)", run_dir, skipped)
     unit_key = next((k for r in val for k in r if k.startswith("bits_per_") and _is_number(r[k])), None)
     out = Path(out) if out else run_dir / "curves.png"
     fmt = out.suffix.lower().lstrip(".") or "png"

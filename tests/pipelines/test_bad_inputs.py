@@ -7,6 +7,7 @@ metadata, sizes that cannot fit in memory."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import struct
@@ -268,11 +269,13 @@ def ctx(tmp_path, fault_char, fault_pixel, fault_audio) -> Ctx:
 
 
 @pytest.mark.parametrize("name, argv, expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_clear_error(ctx, capsys, name, argv, expected):
+def test_bad_input_is_one_clear_error(ctx, capsys, caplog, name, argv, expected):
     args = argv(ctx)
     start = time.perf_counter()
-    status = main(["-q", *args])
+    with caplog.at_level(logging.WARNING):
+        status = main(["-q", *args])
     err = capsys.readouterr().err
+    assert not caplog.records, f"the error comes with warnings: {caplog.text}"  # one message only
     assert "Traceback" not in err, err
     assert status == 2, err
     assert err.startswith("error: "), err
