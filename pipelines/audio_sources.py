@@ -21,7 +21,8 @@ from typing import Literal
 import datasets
 from pydantic import Field
 
-from pipelines.data import HFConfig, HFSource, Source, SourceConfig
+from pipelines.data import HFConfig, HFSource, Source, SourceConfig, refuse_special_files
+from pipelines.safeio import check_regular_file
 from plugins.errors import DataError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}  # what soundfile reads
@@ -52,10 +53,12 @@ class FSDDSource(Source):
         c = self.config
         root = Path(c.path)
         if not root.is_dir():
-            raise DataError(f"fsdd source: folder not found: {root}; set data.path to the FSDD "
+            what = "is a file, not a folder" if root.exists() else "not found"
+            raise DataError(f"fsdd source: {root} {what}; set data.path to the FSDD folder of "
                             "recordings (the reference copy is ${data_dir}/fsdd/recordings).")
         rows = []
         for p in sorted(root.glob("*.wav")):
+            check_regular_file(p, "fsdd source: recording")  # a FIFO would block the reader
             m = FSDD_NAME.match(p.stem)
             if m is None:
                 raise DataError(f"fsdd source: {p.name} is not named {{digit}}_{{speaker}}_{{index}}"
@@ -92,8 +95,11 @@ class WavFolderSource(Source):
     def load(self) -> datasets.DatasetDict:
         root = Path(self.config.path)
         if not root.is_dir():
-            raise DataError(f"wav_folder source: folder not found: {root}; set data.path.")
+            what = "is a file, not a folder" if root.exists() else "not found"
+            raise DataError(f"wav_folder source: {root} {what}; set data.path to a folder of audio files.")
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        for f in files:  # a FIFO or device among them would block (or never end) the reader
+            check_regular_file(f, "wav_folder source: audio file")
         if not files:
             raise DataError(f"wav_folder source: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) "
                             f"under {root}.")
@@ -123,7 +129,9 @@ class HFAudioSource(HFSource):
         # as the builder would infer them) skips that, and soundfile reads the paths later.
         root = Path(c.data_dir)
         if not root.is_dir():
-            raise DataError(f"hf_audio source: data_dir {root} is not a folder; set data.data_dir.")
+            what = "is a file, not a folder" if root.exists() else "not found"
+            raise DataError(f"hf_audio source: data_dir {root} {what}; set data.data_dir.")
+        refuse_special_files(c.data_dir, source=self.name)
         features = {c.column: datasets.Value("string")}
         if c.label_column:
             names = sorted({p.parent.name for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES})

@@ -9,7 +9,11 @@
     tokar plot RUN_DIR [--out PATH]
     tokar plugins
 
-Errors tokar raises on purpose are printed as one short message (exit status 2), not a traceback.
+One error boundary (`main`): every expected failure (a TokarError, or an error of the environment
+such as a file the OS refused or memory that ran out) is printed as one `error: ...` message and
+exits with status 2; an unexpected error is a bug: its one-line summary comes first, then the
+traceback to report, exit status 1. Ctrl-C exits with 130, a closed output pipe quietly.
+When stderr is not a terminal, progress is a plain line every 30 s instead of a redrawn bar.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
-from plugins.errors import DataError, TokarError
+from pipelines.safeio import check_regular_file, read_text
+from plugins.errors import DataError, ResourceError, TokarError, environment_error
+from plugins.resources import check_fits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +46,32 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("datasets", "accelerate", "huggingface_hub", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipelines.progress import quiet_library_bars
+
+    quiet_library_bars()
+    return run_command(args.func, args)
+
+
+def run_command(func: Any, args: argparse.Namespace) -> int:
+    """The error boundary: exit status 0, 2 (an expected failure, one message) or 1 (a bug)."""
     try:
-        return args.func(args) or 0
-    except TokarError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tokar ... | head`: the reader left; nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush cannot fail again
+        return 141
+    except Exception as exc:  # noqa: BLE001 - this is the boundary
+        error = environment_error(exc)
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
+        print("This is a bug in tokar; please report it with the traceback below.", file=sys.stderr)
+        traceback.print_exc()
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where to write the run (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest "
                    "complete checkpoint (overrides may extend train.max_steps)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (without a "
+                   "terminal, progress is a plain line every $TOKAR_PROGRESS_INTERVAL=30 s)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -150,10 +176,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_sizes(args: argparse.Namespace) -> None:
+    """Command-line sizes, before a run is even loaded: positive, and not absurd for memory."""
+    for flag, value in (("-n", args.n), ("--beam-size", args.beam_size),
+                        ("--max-new-tokens", args.max_new_tokens), ("--draft-tokens", args.draft_tokens),
+                        ("--top-k", args.top_k)):
+        if value is not None and value < 1:
+            raise TokarError(f"{flag} must be at least 1, got {value}.")
+    if args.seed is not None and not -(2**63) <= args.seed < 2**64:  # what torch.Generator takes
+        raise TokarError(f"--seed must fit in 64 bits, got {args.seed}.")
+    n, beams, tokens = args.n or 1, args.beam_size or 1, args.max_new_tokens or 1
+    # 8 bytes per token id, before any model memory: a floor that already rules out typos
+    check_fits(float(n) * beams * tokens * 8, f"-n {n} x --beam-size {beams} x --max-new-tokens {tokens}",
+               "ask for fewer samples, beams or tokens.")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from pipelines.pipeline import Pipeline
     from pipelines.samples import write_samples
 
+    check_sizes(args)
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
     decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -192,6 +234,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
 def read_examples(path: Path, modality: str) -> tuple[list[str], list[Any]]:
     """(ids, examples) of DATA: one file, or the files of a folder, named by their path."""
     files, examples = _read_examples(path, modality)
@@ -199,20 +244,20 @@ def read_examples(path: Path, modality: str) -> tuple[list[str], list[Any]]:
 
 
 def _read_examples(path: Path, modality: str) -> tuple[list[Path], list[Any]]:
+    """DATA of `tokar score`: a text file, an image or a folder of images, audio files. Every
+    file is checked to be a regular file (never a FIFO or device) before it is opened."""
     if not path.exists():
         raise DataError(f"{path} does not exist.")
     if modality == "text":
         if path.is_dir():
             raise DataError(f"{path} is a folder; `tokar score` reads one text file for text runs.")
-        return [path], [path.read_text(encoding="utf-8")]
+        return [path], [read_text(path, "text file", DataError)]
     if modality == "image":
-        from PIL import Image
-
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg",
-                       ".bmp", ".gif", ".webp"}) if path.is_dir() else [path]
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if path.is_dir() else [path]
         if not files:
-            raise DataError(f"no images (.png, .jpg...) in {path}.")
-        return files, [Image.open(p).copy() for p in files]
+            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}.")
+        return files, [read_image(p) for p in files]
     if modality == "audio":  # paths: the tokenizer reads (and resamples) them
         from pipelines.audio_sources import AUDIO_SUFFIXES
 
@@ -220,9 +265,33 @@ def _read_examples(path: Path, modality: str) -> tuple[list[Path], list[Any]]:
             if path.is_dir() else [path]
         if not files:
             raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {path}.")
-        return files, [str(p) for p in files]
+        return files, [str(check_regular_file(p, "audio file")) for p in files]
     raise DataError(f"`tokar score DATA` does not read {modality} files yet; score the run's "
                     "validation split by leaving DATA out.")
+
+
+def read_image(path: Path) -> Any:
+    """One image file, decoded: its header's size is checked against memory before decoding."""
+    import warnings
+
+    from PIL import Image
+
+    check_regular_file(path, "image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                check_fits(float(w) * h * max(len(im.getbands()), 1) * 8,
+                           f"image file {path} ({w}x{h} pixels, as its header says)",
+                           "give images of the size the run was trained on.")
+                im.load()
+                return im.copy()
+    except ResourceError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"image file {path} cannot be read: {exc}.") from exc
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -243,14 +312,18 @@ def cmd_codes_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines.limits import check_recipe_memory
     from pipelines.recipe import load_recipe
-    from pipelines.stage1 import tokenizer_dir
+    from pipelines.stage1 import build_tokenizer
 
     recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.tokenizer.pretrained:
-        tokenizer_dir(recipe.tokenizer.pretrained)  # the folder must hold a saved tokenizer
+    # what `tokar train` does next, short of reading data: a pretrained tokenizer must be one of
+    # the recipe's kind, fitted, and the model and batch must fit in memory
+    tokenizer = build_tokenizer(recipe.tokenizer)
+    estimate = check_recipe_memory(recipe, tokenizer)
+    size = f", ~{estimate.parameters / 1e6:.2f}M parameters" if estimate is not None else ""
     print(f"ok: {args.recipe}: data={recipe.data.name} tokenizer={recipe.tokenizer.name} "
-          f"prior={recipe.prior.name} ({recipe.train.max_steps} steps)")
+          f"prior={recipe.prior.name} ({recipe.train.max_steps} steps{size})")
     return 0
 
 

@@ -5,11 +5,13 @@ A source turns the recipe's `data:` section into a `datasets.DatasetDict` with s
 Hugging Face `datasets` is the container throughout: hub ids and local builders come in through the
 `hf` source, and tokenizing is a `Dataset.map` cached on disk under a key made of the tokenizer's
 fingerprint and the data's, so a second run with the same tokenizer skips the work and a changed
-tokenizer never reuses stale ids.
+tokenizer never reuses stale ids. A cache file that cannot be read (truncated by a crash, damaged
+on disk) is deleted and rebuilt, with a warning: it is derived data.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
@@ -20,8 +22,10 @@ from typing import Any, ClassVar
 
 import datasets
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.safeio import check_regular_file, read_text, remove_quietly, writing
 from plugins.errors import DataError, did_you_mean
 from tokenizers_ar.base import Layout, Tokenizer
 
@@ -38,7 +42,7 @@ def cache_dir() -> Path:
 class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share held out for validation")
-    seed: int = Field(0, description="seed of the train/validation split")
+    seed: int = Field(0, ge=0, lt=2**64, description="seed of the train/validation split")
     num_proc: int | None = Field(None, ge=1, description="processes that tokenize in parallel")
 
 
@@ -70,6 +74,16 @@ class TextConfig(SourceConfig):
     path: str = Field(description="a UTF-8 text file")
     encoding: str = "utf-8"
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (Python's codecs know utf-8, "
+                             "latin-1, cp1252, utf-16...)") from None
+        return value
+
 
 class TextSource(Source):
     """One local text file, modelled as one stream. Validation is the last `val_fraction` of the
@@ -81,18 +95,17 @@ class TextSource(Source):
 
     def load(self) -> datasets.DatasetDict:
         path = Path(self.config.path)
-        if not path.is_file():
+        if not path.exists():
             hint = ""
             if "TOKAR_DATA_DIR" not in os.environ:
                 hint = " Set TOKAR_DATA_DIR to the folder holding the data (it fills ${data_dir})."
             raise DataError(f"text source: file not found: {path}.{hint}")
         try:
-            text = path.read_text(encoding=self.config.encoding)
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"text source: {path} is not valid {self.config.encoding} ({exc}); set "
-                "data.encoding to the file's encoding."
-            ) from exc
+            text = read_text(path, "text source: data file", DataError, self.config.encoding)
+        except DataError as exc:
+            if "cannot be decoded" not in str(exc):
+                raise
+            raise DataError(f"{exc} Or set data.encoding to the file's encoding.") from exc.__cause__
         if not text:
             raise DataError(f"text source: {path} is empty; there is nothing to train on.")
         cut = int(len(text) * (1 - self.config.val_fraction))
@@ -157,6 +170,7 @@ class HFSource(Source):
 
     def _load_split(self, split: str, streaming: bool = False):
         c = self.config
+        refuse_special_files(c.data_dir, c.data_files, c.path, source=self.name)
         try:
             if c.from_disk:
                 loaded = datasets.load_from_disk(c.path)
@@ -282,17 +296,38 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
         units = [tokenizer.count_units(x) for x in batch["example"]]
         return {"ids": ids, "units": units}
 
-    mapped = ds.map(
-        encode,
-        batched=True,
-        batch_size=256,
-        remove_columns=["example"],
-        cache_file_name=str(root / f"{key}.arrow"),
-        new_fingerprint=key,
-        load_from_cache_file=True,
-        num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= num_proc else None,
-        desc=f"tokenizing {split}",
-    )
+    cache_file = root / f"{key}.arrow"
+
+    def tokenize_once(reuse: bool) -> TokenData:
+        mapped = ds.map(
+            encode,
+            batched=True,
+            batch_size=256,
+            remove_columns=["example"],
+            cache_file_name=str(cache_file),
+            new_fingerprint=key,
+            load_from_cache_file=reuse,
+            num_proc=num_proc if num_proc and num_proc > 1 and len(ds) >= num_proc else None,
+            desc=f"tokenizing {split}",
+        )
+        return _token_data(mapped, tokenizer, split)
+
+    if any(root.glob(f"{key}*.arrow")):
+        try:
+            return tokenize_once(reuse=True)
+        except (pa.ArrowException, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            # Derived data: a cache file a crash cut short (or a damaged disk) is rebuilt, not fatal.
+            logger.warning("tokenized cache %s is unreadable (%s: %.200s); rebuilding it", cache_file,
+                           type(exc).__name__, exc)
+            for stale in root.glob(f"{key}*"):
+                remove_quietly(stale)
+    with writing(cache_file):  # a full disk while caching: one error naming the cache file
+        return tokenize_once(reuse=False)
+
+
+def _token_data(mapped: datasets.Dataset, tokenizer: Tokenizer, split: str) -> TokenData:
+    layout = tokenizer.layout
+    value_shape, dtype = ((layout.dims,), np.float32) if layout.continuous else ((), np.int64)
     table = mapped.data
     flat = table.column("ids").combine_chunks().flatten().to_numpy().astype(dtype)
     if layout.continuous:
@@ -315,6 +350,28 @@ def _tokenize_split(ds: datasets.Dataset, split: str, tokenizer: Tokenizer, root
             return TokenData(flat, None, n_units, layout)
         return TokenData(flat, labels, n_units, layout, doc_starts=starts, doc_lengths=lengths)
     return TokenData(flat.reshape(len(mapped), layout.length, *value_shape), labels, n_units, layout)
+
+
+def refuse_special_files(*locations: Any, source: str) -> None:
+    """Refuse FIFOs, devices and sockets among local data paths (files, folders, lists of files)
+    before a reader opens one: a FIFO blocks its reader forever, /dev/zero never ends."""
+    for location in locations:
+        if isinstance(location, dict):
+            refuse_special_files(*location.values(), source=source)
+            continue
+        if isinstance(location, list | tuple):
+            refuse_special_files(*location, source=source)
+            continue
+        if not isinstance(location, str) or not os.path.exists(location):
+            continue  # hub ids, builder names, globs: nothing local to check here
+        if os.path.isdir(location):
+            for folder, _, names in os.walk(location):
+                for name in names:
+                    full = os.path.join(folder, name)
+                    if os.path.exists(full) and not os.path.isfile(full):
+                        check_regular_file(full, f"{source} source: data file")
+        else:
+            check_regular_file(location, f"{source} source: data file")
 
 
 def class_names(split) -> list[str] | None:

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from pipelines.data import Source, SourceConfig
+from pipelines.safeio import check_regular_file
 from plugins.errors import DataError
 
 
@@ -35,9 +36,10 @@ class BinarizedMNISTSource(Source):
 
     def load(self) -> datasets.DatasetDict:
         path = Path(self.config.path)
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"binarized_mnist source: {path} not found; set data.path (the "
                             "reference copy is ${data_dir}/binarized_mnist.npz).")
+        check_regular_file(path, "binarized_mnist source: data file")
         try:
             arrays = np.load(path)
             train, held = arrays["train"], arrays[self.config.validation]
@@ -78,15 +80,20 @@ class FashionMNISTSource(Source):
     def _read(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
         for f in (images, labels):
-            if not f.is_file():
+            if not f.exists():
                 raise DataError(f"fashion_mnist source: {f} not found. Install the data with "
                                 "`apt-get install dataset-fashion-mnist`, or set data.path.")
+            check_regular_file(f, "fashion_mnist source: data file")
         return _idx(images, header=16).reshape(-1, 28, 28), _idx(labels, header=8)
 
 
 def _idx(path: Path, header: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=header)
+    try:
+        with gzip.open(path, "rb") as f:
+            return np.frombuffer(f.read(), dtype=np.uint8, offset=header)
+    except (OSError, EOFError, ValueError) as exc:  # not gzip, truncated, shorter than its header
+        raise DataError(f"fashion_mnist source: {path} is not a gzipped IDX file or is truncated "
+                        f"({exc}).") from exc
 
 
 def _images(images: np.ndarray, labels: np.ndarray | None = None,

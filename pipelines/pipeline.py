@@ -12,7 +12,6 @@ what a trained pipeline does: load, generate and decode, score.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,19 @@ import torch
 from pydantic import ValidationError
 
 from pipelines import stage1
-from pipelines.checkpoint import list_checkpoints, load_checkpoint, write_atomically
+from pipelines.checkpoint import list_checkpoints, newest_loadable, write_atomically
 from pipelines.likelihood import Score, score_examples
+from pipelines.limits import check_decode_memory
 from pipelines.recipe import Recipe, load_recipe
-from pipelines.rundir import CLASSES_FILE, RECIPE_FILE, require_run_dir, write_text_atomically
+from pipelines.rundir import (
+    RECIPE_FILE,
+    load_saved,
+    mark_saved_dir,
+    read_class_names,
+    require_run_dir,
+    write_text_atomically,
+)
+from pipelines.runlock import releases_run_locks
 from pipelines.train import TrainResult, process_state
 from plugins.errors import DataError, LayoutError, RunDirError, TokarError, did_you_mean
 from plugins.registry import Registries
@@ -72,6 +80,7 @@ class Pipeline:
         return spec.cls(spec.config, vocab_size=self.tokenizer.vocab_size, layout=layout)
 
     # -- training (pipelines/run.py) -----------------------------------------------------------
+    @releases_run_locks
     def train(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`.
         Under `accelerate launch` / `torchrun` every process calls this; only the main one
@@ -81,6 +90,7 @@ class Pipeline:
         return TrainingRun(self).start(run_dir, progress)
 
     @classmethod
+    @releases_run_locks
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
                registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
         """Continue an interrupted run exactly (see TrainingRun.resume)."""
@@ -113,10 +123,12 @@ class Pipeline:
         prior = self.prior
         device = next(prior.parameters()).device
         layout = self.tokenizer.layout
+        check_decode_memory(prior, n, settings if layout.kind == "seq" else
+                            {**settings, "max_new_tokens": layout.length}, len(prompt or ""))
         prompt_ids = None
         if prompt:
-            if layout.kind != "seq":
-                raise TokarError("--prompt continues text; this run models fixed-size grids.")
+            if self.tokenizer.modality != "text":
+                raise TokarError(f"--prompt continues text; this run models {self.tokenizer.modality}.")
             prompt_ids = self.tokenizer.encode(prompt).reshape(1, -1).repeat(n, 1).to(device)
         if layout.kind == "grid":
             settings["max_new_tokens"] = layout.length
@@ -158,10 +170,13 @@ class Pipeline:
 
     def class_index(self, label: int | str) -> int:
         """A class label as its index: an int already, or one of the data's class names."""
-        if not isinstance(label, str):
-            return int(label)
-        if label.lstrip("-").isdigit():
-            return int(label)
+        if not isinstance(label, str) or label.lstrip("-").isdigit():
+            index, classes = int(label), self.prior.num_classes
+            if classes and not 0 <= index < classes:
+                raise TokarError(f"class {label} is out of range: this run has classes 0 to "
+                                 f"{classes - 1}" + (f" ({', '.join(self.class_names)})."
+                                                     if self.class_names else "."))
+            return index
         names = self.class_names or []
         lowered = [name.lower() for name in names]
         if label.lower() in lowered:
@@ -189,6 +204,8 @@ class Pipeline:
         return labels
 
     def _stop_ids(self, stop: list[str]) -> list[int]:
+        if stop and self.tokenizer.modality != "text":
+            raise TokarError(f"--stop takes text; this run models {self.tokenizer.modality}.")
         ids = []
         for text in stop:
             encoded = self.tokenizer.encode(text).reshape(-1)
@@ -224,7 +241,7 @@ class Pipeline:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        mark_saved_dir(directory)  # never among someone else's files
         write_text_atomically(directory / RECIPE_FILE, self.recipe.dump())
         write_atomically(directory / "tokenizer", self.tokenizer.save)
         write_atomically(directory / "prior", self.prior.save)
@@ -238,9 +255,9 @@ class Pipeline:
         run_dir = Path(run_dir)
         require_run_dir(run_dir)
         recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
-        tokenizer = recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer")
+        tokenizer = load_saved(recipe.tokenizer.cls, run_dir / "tokenizer", "tokenizer")
         if (run_dir / "prior").is_dir():
-            prior = recipe.prior.cls.from_pretrained(run_dir / "prior")
+            prior = load_saved(recipe.prior.cls, run_dir / "prior", "prior")
         else:
             ckpts = list_checkpoints(run_dir / "checkpoints")
             if not ckpts:
@@ -248,11 +265,10 @@ class Pipeline:
                     f"{run_dir} has no trained prior: training did not finish and left no "
                     "checkpoint. Train again."
                 )
-            logger.warning("%s: training did not finish; using checkpoint %s",
-                           run_dir, ckpts[-1].path.name)
             pipe = cls(recipe, tokenizer, run_dir=run_dir)
             prior = pipe.build_prior()
-            load_checkpoint(ckpts[-1], prior)
+            used = newest_loadable(ckpts, prior)  # a damaged newest one falls back, with a warning
+            logger.warning("%s: training did not finish; using checkpoint %s", run_dir, used.path.name)
             prior.eval()
         if precision != "fp32":
             try:
@@ -260,8 +276,7 @@ class Pipeline:
             except ValueError as exc:
                 raise TokarError(str(exc)) from exc
         pipe = cls(recipe, tokenizer, prior, run_dir)
-        if (run_dir / CLASSES_FILE).is_file():
-            pipe.class_names = json.loads((run_dir / CLASSES_FILE).read_text())
+        pipe.class_names = read_class_names(run_dir)
         return pipe
 
 

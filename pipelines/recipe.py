@@ -12,9 +12,13 @@
 - `tokenizer: {name: vqvae, pretrained: RUN_DIR}` loads a trained tokenizer (a run directory or a
   saved tokenizer folder) instead of fitting one: stage 1 trained once, reused by many priors.
 - `source:`/`name:` pick registered components by name (never import paths); each section is then
-  checked against that component's config schema. Every problem is reported at once, each with its
-  key path, the valid keys and the closest match.
-YAML is read with yaml.safe_load only.
+  checked against that component's config schema, and values against what training accepts
+  (seeds the random generators take, betas in [0, 1), logits processors that exist and take their
+  settings). Every problem is reported at once, each with its key path, the valid keys and the
+  closest match.
+YAML is read with a safe loader only, and bounded: a recipe file is at most 1 MiB of UTF-8, its
+aliases may expand to at most 100,000 values (a "billion laughs" file fails at once instead of
+filling memory), and `extends` chains are at most 16 files deep, 64 files in all, without cycles.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from plugins.errors import RecipeError, RegistryError, did_you_mean
+from pipelines.safeio import read_text
+from plugins.errors import RecipeError, RegistryError, TokarError, did_you_mean
 from plugins.registry import Registries
 from plugins.shared import ValueSpace
 from priors.decoding import DecodeConfig
@@ -37,6 +42,12 @@ from priors.heads.base import head_spec
 
 SECTIONS = ("data_dir", "data", "tokenizer", "prior", "train", "sample")
 _VAR = re.compile(r"\$\{([^}]*)\}")
+MAX_RECIPE_BYTES = 1 << 20
+MAX_VALUES = 100_000  # scalars, lists and mappings after alias expansion
+MAX_NESTING = 64
+MAX_EXTENDS_DEPTH = 16
+MAX_EXTENDS_FILES = 64
+SEED_BITS = 64  # torch generators take seeds below 2**64
 
 
 class TrainConfig(BaseModel):
@@ -64,12 +75,17 @@ class TrainConfig(BaseModel):
     early_stopping_min_delta: float = Field(0.0, ge=0)
     eval_samples: int = Field(4, ge=0, description="samples written at each evaluation; 0: none")
     log_every: int = Field(10, ge=1)
-    seed: int = 1337
+    # numpy's global generator (seeded with it, as torch's and Python's are) takes 32 bits
+    seed: int = Field(1337, ge=0, lt=2**32, description="seeds every random generator of training")
+    memory_limit_gb: float | None = Field(None, gt=0, description="refuse a model and batch "
+                                          "estimated to need more; default: this machine's memory")
 
     @model_validator(mode="after")
     def _check_min_lr(self) -> TrainConfig:
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each lie in [0, 1) (AdamW's moment decay), got {list(self.betas)}")
         return self
 
 
@@ -77,7 +93,7 @@ class SampleConfig(DecodeConfig):
     """Defaults of `tokar sample` / Pipeline.sample: a DecodeConfig plus what to sample."""
 
     n: int = Field(16, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**SEED_BITS)
     prompt: str | None = Field(None, description="text to continue (text runs)")
     stop: list[str] = Field(default_factory=list, description="strings of one token that end a sample")
 
@@ -120,24 +136,101 @@ class Recipe:
 
 
 # -- loading --------------------------------------------------------------------------------------
-def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that measures a document before building it: aliases let a few lines
+    stand for billions of values, and building them (or merging, copying, printing them later)
+    would run until memory is gone."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        size = _expanded_size(node, {}, set(), 0)
+        if size > MAX_VALUES:
+            raise RecipeError([f"the YAML expands to more than {MAX_VALUES:,} values through its "
+                               "aliases (&anchor / *alias); a recipe needs far fewer. Is it a "
+                               "'billion laughs' file?"])
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int], depth: int) -> int:
+    """Values `node` stands for once every alias is expanded (capped just above MAX_VALUES)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise RecipeError(["the YAML contains an alias that refers to itself (a recursive structure)"])
+    if depth > MAX_NESTING:
+        raise RecipeError([f"the YAML is nested more than {MAX_NESTING} levels deep"])
+    active.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    size = 1
+    for child in children:
+        size = min(size + _expanded_size(child, memo, active, depth + 1), MAX_VALUES + 1)
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML -> Python values, safely and within the bounds above; errors name `where`."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, where) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([f"not valid YAML: {exc}"], where) from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # int("9"*5000), deep nesting
+        why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise RecipeError([f"cannot be read as YAML ({why})"], where) from exc
+    finally:
+        loader.dispose()
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """One recipe file (not what it extends): a mapping of sections."""
+    if not path.exists():
+        raise RecipeError([f"recipe file not found: {path}"])
+    try:
+        text = read_text(path, "recipe file", TokarError, max_bytes=MAX_RECIPE_BYTES)
+    except TokarError as exc:  # missing, a folder, a FIFO, too large, not UTF-8
+        raise RecipeError([str(exc)]) from exc
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError([f"a recipe is a mapping of sections, got {type(raw).__name__}"], str(path))
+    return raw
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = (),
+             _loaded: list[Path] | None = None) -> dict[str, Any]:
     """Read a recipe file and everything it extends, deep-merged (this file wins)."""
     path = Path(path).resolve()
+    loaded = [] if _loaded is None else _loaded
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))
         raise RecipeError([f"extends: cycle {chain}"], str(path))
-    if not path.is_file():
-        raise RecipeError([f"recipe file not found: {path}"])
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError([f"not valid YAML: {exc}"], str(path)) from exc
-    if not isinstance(raw, dict):
-        raise RecipeError([f"a recipe is a mapping of sections, got {type(raw).__name__}"], str(path))
+    if len(_seen) >= MAX_EXTENDS_DEPTH:
+        raise RecipeError([f"extends: more than {MAX_EXTENDS_DEPTH} files deep "
+                           f"({' -> '.join(p.name for p in (*_seen, path))}); flatten the chain"],
+                          str(_seen[0]))
+    if len(loaded) >= MAX_EXTENDS_FILES:
+        raise RecipeError([f"extends: more than {MAX_EXTENDS_FILES} recipe files in all; a recipe "
+                           "that extends the same files many times over is refused"], str(_seen[0]))
+    loaded.append(path)
+    raw = read_recipe_file(path)
     parents = raw.pop("extends", None) or []
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(x, str) for x in parents):
+        raise RecipeError(["extends: expected a file path or a list of file paths, got "
+                           f"{raw.get('extends', parents)!r}"], str(path))
     merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else parents:
-        merged = deep_merge(merged, load_raw(path.parent / parent, (*_seen, path)))
+    for parent in parents:
+        merged = deep_merge(merged, load_raw(path.parent / parent, (*_seen, path), loaded))
     return extend(merged, raw)
 
 
@@ -186,8 +279,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             continue
         dotted, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
+            value = parse_yaml(text, f"override '{item}'") if text else None
+        except RecipeError as exc:
+            if not isinstance(exc.__cause__, yaml.YAMLError):
+                raise  # too large or too deep: not a plain string either
             value = text
         if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean a number
@@ -266,6 +361,8 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
     prior = _component(raw, "prior", "name", registries.priors, problems)
     train = _model(TrainConfig, raw.get("train") or {}, "train", problems)
     sample = _model(SampleConfig, raw.get("sample") or {}, "sample", problems)
+    if sample is not None:
+        problems += check_processors(sample.processors, registries)
 
     if tokenizer and prior:
         kind = getattr(tokenizer.cls, "layout_kind", None)
@@ -275,6 +372,11 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
                 f"tokenizer '{tokenizer.name}' produces {kind} layouts; choose a matching pair."
             )
         problems += _head_problems(prior, tokenizer, registries)
+    if tokenizer and sample is not None and getattr(tokenizer.cls, "modality", "text") != "text":
+        for key in ("prompt", "stop"):
+            if getattr(sample, key):
+                problems.append(f"sample.{key}: takes text, but tokenizer '{tokenizer.name}' encodes "
+                                f"{tokenizer.cls.modality}; remove it")
     if tokenizer and data:
         want, have = getattr(tokenizer.cls, "modality", None), getattr(data.cls, "modality", None)
         if want and have and want != have:
@@ -284,6 +386,27 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
     if problems:
         raise RecipeError(problems, source)
     return Recipe(data, tokenizer, prior, train, sample, raw["data_dir"], source)
+
+
+def check_processors(specs: list[Any], registries: Registries) -> list[str]:
+    """Problems with `sample.processors`: each entry must name a registered logits processor and
+    give it settings it accepts (built here once, as decoding would)."""
+    problems = []
+    for i, spec in enumerate(specs):
+        where = f"sample.processors[{i}]"
+        if not isinstance(spec, dict) or "name" not in spec:
+            problems.append(f"{where}: expected {{name: <processor>, ...settings}}, got {spec!r}; "
+                            f"processors: {', '.join(registries.processors.names())}")
+            continue
+        settings = {k: v for k, v in spec.items() if k != "name"}
+        try:
+            factory = registries.processors.get(str(spec["name"]))
+            factory(**settings)
+        except RegistryError as exc:
+            problems.append(f"{where}.name: {exc}")
+        except (TypeError, ValueError, TokarError) as exc:
+            problems.append(f"{where}: processor '{spec['name']}' does not take {settings}: {exc}")
+    return problems
 
 
 def _component(raw, section, selector, registry, problems) -> Component | None:

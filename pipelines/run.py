@@ -19,7 +19,6 @@ Under `accelerate launch` / `torchrun` every process runs this; only the main on
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,23 +29,26 @@ from PIL import Image
 
 from pipelines import data as data_lib
 from pipelines import stage1
-from pipelines.checkpoint import Checkpoint, list_checkpoints, write_atomically
+from pipelines.checkpoint import Checkpoint, write_atomically
+from pipelines.limits import check_training_memory
 from pipelines.recipe import load_recipe
+from pipelines.resume import plan_resume
 from pipelines.rundir import (
     CLASSES_FILE,
     RECIPE_FILE,
     RESUMABLE,
     RUN_FILE,
+    claim_run_dir,
     diff,
-    remove_atomically,
+    load_saved,
     require_run_dir,
-    truncate_metrics,
     write_json_atomically,
     write_text_atomically,
 )
+from pipelines.runlock import lock_run_dir
 from pipelines.samples import write_samples
 from pipelines.train import Trainer, TrainResult, make_accelerator, process_state
-from plugins.errors import DataError, RecipeError, RunDirError
+from plugins.errors import DataError, RecipeError, TokarError
 from plugins.registry import Registries
 
 if TYPE_CHECKING:
@@ -82,8 +84,10 @@ class TrainingRun:
             else:
                 pipe.tokenizer = type(pipe.tokenizer).from_pretrained(pipe.run_dir / "tokenizer")
             tokens = self._tokenize(splits)
+        check_training_memory(pipe.recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
         pipe._prior = pipe.build_prior()
         self._check_labels(tokens["train"])
+        self._check_labels(tokens.get("validation"))
         # Only now is this a run: a recipe that fails before this point leaves no run behind.
         if ps.is_main_process:
             write_text_atomically(pipe.run_dir / RECIPE_FILE, pipe.recipe.dump())
@@ -95,13 +99,18 @@ class TrainingRun:
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
                registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
-        """Continue an interrupted run from its newest complete checkpoint, exactly: the result
+        """Continue an interrupted run from its newest intact checkpoint, exactly: the result
         equals an uninterrupted run. Overrides may change only how long and how verbosely it
-        trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data."""
+        trains (train.max_steps, eval/log/checkpoint intervals...), never the model or data.
+        Everything is checked before the run changes (pipelines/resume.py); a complete run is
+        left as it is unless train.max_steps grows."""
         from pipelines.pipeline import Pipeline
 
         run_dir = Path(run_dir)
         require_run_dir(run_dir)
+        ps = process_state()
+        if ps.is_main_process:
+            lock_run_dir(run_dir)  # one writer per run, from before anything is read
         saved = load_recipe(run_dir / RECIPE_FILE, registries=registries)
         recipe = load_recipe(run_dir / RECIPE_FILE, overrides, registries)
         changed = [k for k in diff(saved.to_dict(), recipe.to_dict())
@@ -111,31 +120,25 @@ class TrainingRun:
                 f"resuming {run_dir} cannot change {', '.join(changed)}: the checkpoint was "
                 f"trained with other values. Only {', '.join(RESUMABLE)} may change on resume; "
                 "start a new run for anything else."])
-        pipe = Pipeline(recipe, recipe.tokenizer.cls.from_pretrained(run_dir / "tokenizer"),
+        plan = plan_resume(run_dir, saved, recipe)
+        if plan.done:
+            loaded = Pipeline.load(run_dir, registries)
+            return loaded, plan.recorded_result(loaded.tokenizer.unit)
+        pipe = Pipeline(recipe, load_saved(recipe.tokenizer.cls, run_dir / "tokenizer", "tokenizer"),
                         run_dir=run_dir)
         run = cls(pipe)
         splits = run._load_splits()
-        ps = process_state()
         with ps.main_process_first():
             tokens = run._tokenize(splits)
+        check_training_memory(recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
         pipe._prior = pipe.build_prior()
         run._check_labels(tokens["train"])
-        ckpts = list_checkpoints(run_dir / "checkpoints")
-        ckpt = ckpts[-1] if ckpts else None
-        if ps.is_main_process:
-            # Metrics logged after that checkpoint will be logged again: drop them.
-            truncate_metrics(run_dir / "metrics.jsonl", ckpt.step if ckpt else 0)
-            # Final weights of an earlier completion are stale from now on: Pipeline.load must
-            # fall back to the newest checkpoint until this resume completes.
-            remove_atomically(run_dir / "prior")
-            write_text_atomically(run_dir / RECIPE_FILE, recipe.dump())
-            run._write_run_file("running")
-        ps.wait_for_everyone()
-        return pipe, run._train(tokens, ckpt, progress)
+        ckpt = plan.choose_checkpoint(pipe._prior, ps.num_processes)  # verified; nothing changed yet
+        return pipe, run._train(tokens, ckpt, progress, before_fit=plan.commit)
 
     # -- the steps of a run --------------------------------------------------------------------
     def _train(self, tokens: dict[str, data_lib.TokenData], ckpt: Checkpoint | None,
-               progress: bool) -> TrainResult:
+               progress: bool, before_fit: Any = None) -> TrainResult:
         pipe = self.pipe
         cfg = pipe.recipe.train
         accelerator = make_accelerator(cfg, pipe.run_dir)
@@ -149,17 +152,24 @@ class TrainingRun:
                           offset_nats=pipe.tokenizer.discretization_nats())
         if ckpt is not None:
             trainer.resume_from(ckpt)
+        if before_fit is not None:  # a resume changes the run only now that training continues
+            if accelerator.is_main_process:
+                before_fit()
+            accelerator.wait_for_everyone()
         result = trainer.fit()
         pipe.prior.eval()
         if accelerator.is_main_process:
             write_atomically(pipe.run_dir / "prior", pipe.prior.save)
-            write_samples(pipe.sample(pipe.recipe.sample.n), pipe.run_dir / "samples",
-                          pipe.grid_columns(), tokenizer=pipe.tokenizer)
             self._write_run_file("complete", result={
                 "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
                 "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
                 "unit": pipe.tokenizer.unit})
+            try:  # after the result is recorded: a sample that fails costs nothing of the run
+                write_samples(pipe.sample(pipe.recipe.sample.n), pipe.run_dir / "samples",
+                              pipe.grid_columns(), tokenizer=pipe.tokenizer)
+            except TokarError as exc:
+                logger.warning("could not write the final samples: %s", exc)
         accelerator.wait_for_everyone()
         return result
 
@@ -187,23 +197,13 @@ class TrainingRun:
                                  getattr(config, "shuffle_buffer", 10_000))
 
     def _claim_run_dir(self, run_dir: str | Path | None, ps: PartialState) -> Path:
-        if run_dir is None:
+        if ps.is_main_process:  # may it be written? then create, lock and mark it (rundir.py)
             source = self.pipe.recipe.source
-            stem = Path(source).stem if source else "run"
-            run_dir = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            if ps.num_processes > 1:  # the main process's clock names the run for everyone
-                run_dir = Path(broadcast_object_list([str(run_dir)])[0])
-        run_dir = Path(run_dir)
-        if ps.is_main_process:
-            if (run_dir / RECIPE_FILE).exists():
-                raise RunDirError(
-                    f"{run_dir} already holds a run; pass another --run-dir (or delete it) so "
-                    f"that nothing in it is overwritten, or continue it with `tokar train "
-                    f"--resume {run_dir}`."
-                )
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = claim_run_dir(run_dir, Path(source).stem if source else "run")
+        if ps.num_processes > 1:  # the main process names the run for everyone
+            run_dir = broadcast_object_list([str(run_dir) if run_dir is not None else None])[0]
         ps.wait_for_everyone()
-        return run_dir
+        return Path(run_dir)
 
     def _write_run_file(self, status: str, **extra: Any) -> None:
         from plugins.manager import _tokar_version
@@ -211,9 +211,9 @@ class TrainingRun:
         payload = {"status": status, "tokar_version": _tokar_version(), **extra}
         write_json_atomically(self.pipe.run_dir / RUN_FILE, payload)
 
-    def _check_labels(self, split: data_lib.TokenData) -> None:
+    def _check_labels(self, split: data_lib.TokenData | None) -> None:
         n_classes = self.pipe.prior.num_classes
-        if not n_classes or not isinstance(split, data_lib.TokenData):
+        if not n_classes or not isinstance(split, data_lib.TokenData) or len(split) == 0:
             return  # a stream's labels are checked as they arrive, by the embedding lookup
         if split.labels is None:
             raise DataError(

@@ -1,8 +1,14 @@
 """Writing decoded samples in the data's own form: text files, PNG grids of images, WAV files
-of audio (with one PNG of their waveforms and spectrograms)."""
+of audio (with one PNG of their waveforms and spectrograms).
+
+Every file is rendered in memory first, then written atomically (pipelines/safeio.py): a full disk
+is one error naming the file and its size, and no half-written file is left behind. An output
+path of the wrong kind (a folder where a file goes, a file where a folder goes) is one error.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.rundir import write_file_atomically, write_text_atomically
-from plugins.errors import TokarError
+from pipelines.safeio import ensure_folder, write_bytes_atomically
+from plugins.errors import StorageError, TokarError
 
 
 def image_grid(images: Sequence[Image.Image], cols: int | None = None, min_cell: int = 32,
@@ -44,13 +50,14 @@ def write_audio(waves: Sequence[np.ndarray], out: Path, sample_rate: int) -> lis
     import matplotlib.pyplot as plt
     import soundfile as sf
 
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out)
     paths = []
     for i, wave in enumerate(waves):
         path = out / f"sample_{i:03d}.wav"
-        data = np.clip(np.asarray(wave, dtype=np.float32), -1, 1)
-        write_file_atomically(path, lambda tmp, d=data: sf.write(tmp, d, sample_rate,
-                                                                  subtype="PCM_16", format="WAV"))
+        buffer = io.BytesIO()
+        sf.write(buffer, np.clip(np.asarray(wave, dtype=np.float32), -1, 1), sample_rate,
+                 subtype="PCM_16", format="WAV")
+        write_bytes_atomically(path, buffer.getvalue())
         paths.append(path)
     fig, axes = plt.subplots(len(waves), 2, figsize=(10, 1.8 * len(waves)), squeeze=False)
     for (ax_wave, ax_spec), wave in zip(axes, waves, strict=True):
@@ -65,8 +72,10 @@ def write_audio(waves: Sequence[np.ndarray], out: Path, sample_rate: int) -> lis
     axes[-1][1].set_xlabel("seconds")
     fig.tight_layout()
     png = out / "samples.png"
-    write_file_atomically(png, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
+    write_bytes_atomically(png, buffer.getvalue())
     return [*paths, png]
 
 
@@ -82,21 +91,23 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
     if tokenizer is not None and tokenizer.modality == "audio":
         return write_audio(examples, out.with_suffix("") if out.suffix else out, tokenizer.sample_rate)
     if isinstance(examples[0], Image.Image):
-        path = out if out.suffix.lower() == ".png" else out / "samples.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomically(path, lambda tmp: image_grid(examples, cols).save(tmp, format="PNG"))
+        if out.suffix and out.suffix.lower() != ".png" and not out.is_dir():
+            raise StorageError(f"cannot write images to {out}: give a .png file or a folder.")
+        path = out if out.suffix.lower() == ".png" else ensure_folder(out) / "samples.png"
+        buffer = io.BytesIO()
+        image_grid(examples, cols).save(buffer, format="PNG")
+        write_bytes_atomically(path, buffer.getvalue())
         return [path]
     if isinstance(examples[0], str):
-        if out.suffix:
-            out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix and not out.is_dir():
             text = "\n\n----------\n\n".join(examples) + "\n"
-            write_text_atomically(out, text)
+            write_bytes_atomically(out, text.encode("utf-8"))
             return [out]
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_folder(out)
         paths = []
         for i, text in enumerate(examples):
             path = out / f"sample_{i:03d}.txt"
-            write_text_atomically(path, text)
+            write_bytes_atomically(path, text.encode("utf-8"))
             paths.append(path)
         return paths
     raise TokarError(f"don't know how to write samples of type {type(examples[0]).__name__}")

@@ -16,7 +16,6 @@ tokenizer gets the same checks without knowing about them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,10 @@ import torch
 
 from pipelines import data as data_lib
 from pipelines.recipe import Component
-from pipelines.rundir import write_json_atomically
+from pipelines.rundir import load_saved, write_json_atomically
+from pipelines.safeio import read_json
 from pipelines.samples import write_samples
-from plugins.errors import DataError, RecipeError, TokarError
+from plugins.errors import CheckpointError, DataError, RecipeError, TokarError
 from tokenizers_ar import images
 from tokenizers_ar.base import CONFIG_FILE, Tokenizer, code_stats
 
@@ -58,11 +58,11 @@ def build_tokenizer(spec: Component) -> Tokenizer:
     if spec.pretrained is None:
         return spec.cls(spec.config)
     directory = tokenizer_dir(spec.pretrained)
-    saved = json.loads((directory / CONFIG_FILE).read_text()).get("name")
+    saved = read_json(directory / CONFIG_FILE, "tokenizer config", CheckpointError).get("name")
     if saved != spec.name:
         raise RecipeError([f"tokenizer.pretrained: {directory} holds a '{saved}' tokenizer but the "
                            f"recipe names '{spec.name}'; set tokenizer.name: {saved}."])
-    tokenizer = spec.cls.from_pretrained(directory)
+    tokenizer = load_saved(spec.cls, directory, "tokenizer")
     if not tokenizer.is_fitted:
         raise RecipeError([f"tokenizer.pretrained: the tokenizer in {directory} was never fitted."])
     conflicts = [f"tokenizer.{key}: the recipe sets {getattr(spec.config, key)!r} but the pretrained "

@@ -12,7 +12,8 @@ handles mixed precision and gradient accumulation. `train.batch_size` is per pro
   number of batches consumed; the batch order depends only on the seed (pipelines/batches.py), so
   a resumed run reaches the weights an uninterrupted one would.
 - Guards: a NaN/inf loss stops the run naming the step and the last good checkpoint; a failed save
-  (disk full) never touches earlier checkpoints.
+  (disk full) never touches earlier checkpoints; what an evaluation writes (samples) runs after
+  that step's checkpoint, so it can never cost the step.
 Only the main process writes metrics.jsonl, trackers, checkpoints (plus one RNG file per process).
 """
 
@@ -32,16 +33,18 @@ from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin, set_seed
 from torch import nn
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipelines import batches as B
 from pipelines import checkpoint as ck
 from pipelines.data import TokenData
 from pipelines.likelihood import LN2, Score, score_batches, token_nll
+from pipelines.progress import progress_bar
 from pipelines.recipe import TrainConfig
+from pipelines.rundir import finite
+from pipelines.safeio import writing
 from pipelines.streaming import StreamBatches, TokenStream
-from plugins.errors import CheckpointError, DataError, TokarError
+from plugins.errors import DataError, TokarError
 from priors.base import Prior
 
 logger = logging.getLogger(__name__)
@@ -185,6 +188,7 @@ class Trainer:
         self.val_loader = accelerator.prepare(val_loader) if val_loader is not None else None
         self.state = TrainState()
         self._resumed: ck.Checkpoint | None = None
+        self._writer = ck.writer_id(accelerator)  # temporary checkpoint folders are this writer's
 
     # -- checkpoints -----------------------------------------------------------------------------
     def resume_from(self, ckpt: ck.Checkpoint) -> None:
@@ -198,7 +202,7 @@ class Trainer:
 
     def save(self) -> ck.Checkpoint:
         acc, step = self.accelerator, self.state.step
-        tmp, final = ck.tmp_dir(self.ckpt_root, step), self.ckpt_root / f"{ck.PREFIX}{step:07d}"
+        tmp, final = ck.tmp_dir(self.ckpt_root, step, self._writer), self.ckpt_root / f"{ck.PREFIX}{step:07d}"
         try:
             if self.is_main:
                 ck.shutil.rmtree(tmp, ignore_errors=True)
@@ -211,14 +215,13 @@ class Trainer:
                                           self._state_dict())
                 ck.publish(tmp, final)
                 ck.prune(self.ckpt_root, self.cfg.keep_checkpoints)
-        except OSError as exc:
+        except BaseException as exc:  # a full disk, a Ctrl-C mid-save: the temporary folder goes
             ck.shutil.rmtree(tmp, ignore_errors=True)
-            previous = ck.list_checkpoints(self.ckpt_root)
-            kept = f"{previous[-1].path} is intact" if previous else "no earlier checkpoint exists"
-            raise CheckpointError(
-                f"could not write the step-{step} checkpoint ({exc.strerror or exc}); {kept}. Free "
-                f"some space, then continue with `tokar train --resume {self.run_dir}`."
-            ) from exc
+            error = ck.save_failure(exc, step, self.ckpt_root, self.run_dir,
+                                    lambda: ck.checkpoint_bytes(self.prior, self.optimizer))
+            if error is None:
+                raise
+            raise error from exc
         acc.wait_for_everyone()
         return ck.Checkpoint(final, step)
 
@@ -247,8 +250,9 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         if self.is_main:
-            with (self.run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            path, line = self.run_dir / "metrics.jsonl", json.dumps(finite(record)) + "\n"
+            with writing(path, len(line)), path.open("a") as f:
+                f.write(line)
         if self.cfg.log_with:
             split = record["split"]
             self.accelerator.log({f"{split}/{k}": v for k, v in record.items()
@@ -261,7 +265,7 @@ class Trainer:
         if self._resumed is not None:  # continue every process's random streams where they stopped
             ck.load_rng(self._resumed, acc.process_index)
         batches = self.batches.iterate(st.batches_consumed)
-        bar = tqdm(total=cfg.max_steps, initial=st.step, disable=not (self.progress and self.is_main),
+        bar = progress_bar(total=cfg.max_steps, initial=st.step, disable=not (self.progress and self.is_main),
                    desc="training", unit="step", dynamic_ncols=True)
         self.model.train()
         start = time.perf_counter()
@@ -303,8 +307,6 @@ class Trainer:
             if self.val_loader is not None and is_eval:
                 val = self.evaluate()
                 stopped_early = self._record_eval(val, time.perf_counter() - start)
-                if self.on_eval is not None and self.is_main:
-                    self.on_eval(st.step)
             out_of_time = cfg.max_seconds is not None and bool(acc.reduce(torch.tensor(
                 float(time.perf_counter() - start >= cfg.max_seconds), device=acc.device), "max"))
             if out_of_time and not is_eval and self.val_loader is not None:
@@ -313,6 +315,8 @@ class Trainer:
             if st.step % (cfg.checkpoint_every or cfg.eval_every) == 0 or st.step == cfg.max_steps \
                     or stopped_early or out_of_time:
                 self.save()
+            if self.val_loader is not None and is_eval and self.on_eval is not None and self.is_main:
+                self._after_eval(st.step)  # after the save: its failure can never cost this step
             bar.update(1)
             if out_of_time:
                 logger.info("time budget of %.0fs reached at step %d", cfg.max_seconds, st.step)
@@ -327,6 +331,10 @@ class Trainer:
         if cfg.log_with:
             acc.end_training()
         seconds = time.perf_counter() - start
+        if val is None and st.history and st.history[-1]["step"] == st.step:  # nothing was left to train
+            last = st.history[-1]
+            bits = last.get("bits_per_unit", float("nan"))
+            val = Score(self.unit, bits, last["loss"], 0, 0, 0, {self.unit: bits})
         return TrainResult(st.step, last_loss, val, seconds, total_tokens / max(seconds, 1e-9),
                            st.best_val_loss, stopped_early)
 
@@ -347,12 +355,20 @@ class Trainer:
         patience = cfg.early_stopping_patience
         return patience is not None and st.evals_without_improvement >= patience
 
+    def _after_eval(self, step: int) -> None:
+        try:
+            self.on_eval(step)
+        except TokarError as exc:  # a look at the model, not the model: training goes on
+            logger.warning("step %d: could not write evaluation samples: %s", step, exc)
+
     def _stop_on_nan(self, value: float) -> None:
         previous = ck.list_checkpoints(self.ckpt_root)
         last = f"the last good checkpoint is {previous[-1].path}" if previous else \
             "no checkpoint was written yet"
+        # A resume may not change the optimiser (it would not be the same run), so the fix is a
+        # new run from the same recipe.
         raise TokarError(
-            f"training loss became {value} at step {self.state.step}; {last}. Lower train.lr, "
-            "enable train.grad_clip or use train.mixed_precision=no, then resume with "
-            f"`tokar train --resume {self.run_dir} train.lr=...`."
+            f"training loss became {value} at step {self.state.step}; {last}. Start a new run "
+            f"with a lower learning rate: `tokar train {self.run_dir / 'recipe.yaml'} "
+            f"train.lr=<lower>` (or enable train.grad_clip, or train.mixed_precision=no)."
         )

@@ -51,7 +51,47 @@ class CheckpointError(TokarError):
 
 
 class RunDirError(TokarError):
-    """A directory that is not a tokar run directory."""
+    """A directory that is not a tokar run directory (or not one tokar may write into)."""
+
+
+class RunLockedError(RunDirError):
+    """A run directory that another tokar process is writing to."""
+
+
+class StorageError(TokarError):
+    """A file tokar could not write (or open): a full disk, missing permissions, a folder where
+    a file should be."""
+
+
+class ResourceError(TokarError):
+    """A size (from a recipe, a file header or the command line) that would not fit in memory."""
+
+
+# -- errors that are not tokar's fault: the environment, not a bug ------------------------------
+def environment_error(exc: BaseException) -> TokarError | None:
+    """The TokarError to show for an exception that an environment, not a bug in tokar, caused:
+    a file the OS refused (OSError naming its path), memory that ran out. None for anything else,
+    which is then a bug and deserves its traceback.
+
+    Call sites translate the errors they expect where they happen, with the context they know
+    (which recipe key, which run); this is the net under them, so that a path the code did not
+    foresee still gets one line that names the file instead of a traceback."""
+    if isinstance(exc, TokarError):
+        return exc
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's, by name:
+        return ResourceError(  # this module imports nothing heavy
+            f"out of memory ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no details'}"
+            "); use smaller sizes (batch_size, -n, --max-new-tokens, the model's width) or a "
+            "machine with more memory."
+        )
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        reason = exc.strerror or str(exc)
+        return StorageError(f"{where}: {reason}.")
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"a file is not valid {exc.encoding}: byte {exc.start} cannot be decoded "
+                         f"({exc.reason}); convert it to UTF-8.")
+    return None
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

@@ -116,14 +116,15 @@ def read_config(directory: Path, kind: str, format_version: int) -> dict[str, An
             f"{kind}.save() wrote (in a run directory: RUN_DIR/{kind})."
         )
     try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}).") from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} should hold a JSON object, found {type(payload).__name__}.")
     version = payload.get("format_version", 0)
-    if not isinstance(version, int):
-        raise CheckpointError(f"{path}: format_version should be an integer, found {version!r}.")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path} is corrupt: format_version should be an integer, found "
+                              f"{version!r}.")
     if version > format_version:
         raise CheckpointError(
             f"{directory} was saved by a newer tokar ({kind} format {version}, "

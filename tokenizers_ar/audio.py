@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import soundfile as sf
 import torch
 
 from plugins.errors import TokenizerError
+from plugins.resources import check_fits
 
 
 def load_waveform(example: Any, sample_rate: int, peak: float | None = None,
@@ -39,6 +42,11 @@ def load_waveform(example: Any, sample_rate: int, peak: float | None = None,
     if rate is not None and rate != sample_rate and x.size:
         from scipy.signal import resample_poly
 
+        # A header's rate decides the output size: a clip "at 1 Hz" becomes 16,000 times longer.
+        check_fits(x.size * (sample_rate / rate) * 8 * 3,
+                   f"{who} tokenizer: resampling {describe(example)} ({x.size} samples at {rate} Hz, "
+                   f"as its header says) to {sample_rate} Hz",
+                   "check the file's header (its sample rate), or set tokenizer.sample_rate.")
         g = math.gcd(rate, sample_rate)
         x = resample_poly(x, sample_rate // g, rate // g)
     if peak is not None and x.size and np.abs(x).max() > 0:
@@ -84,6 +92,14 @@ def read_audio(example: Any) -> tuple[np.ndarray, int | None]:
 
 
 def _read_file(source: Any, name: Any) -> tuple[np.ndarray, int]:
+    if isinstance(source, str | Path):  # opening a FIFO would wait forever; a device never ends
+        try:
+            regular = stat.S_ISREG(os.stat(source).st_mode)
+        except OSError as exc:
+            raise TokenizerError(f"audio: cannot read audio from {name} ({exc.strerror or exc}).") from exc
+        if not regular:
+            raise TokenizerError(f"audio: {name} is not a regular file (a folder, FIFO or device); "
+                                 "give audio files.")
     try:
         data, rate = sf.read(source, dtype="float64", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:

@@ -47,9 +47,11 @@ def test_fsdd_official_split_and_labels():
 
 
 def test_fsdd_errors(tmp_path):
-    with pytest.raises(DataError, match="folder not found"):
+    with pytest.raises(DataError, match="nope not found"):
         FSDDSource(path=str(tmp_path / "nope")).load()
     (tmp_path / "hello.wav").write_bytes(b"")
+    with pytest.raises(DataError, match="hello.wav is a file, not a folder"):  # not "not found"
+        FSDDSource(path=str(tmp_path / "hello.wav")).load()
     with pytest.raises(DataError, match=r"not named \{digit\}"):
         FSDDSource(path=str(tmp_path)).load()
 

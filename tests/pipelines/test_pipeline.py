@@ -3,6 +3,8 @@ foundation issue lists: each gives a short error naming the problem and the fix.
 
 from __future__ import annotations
 
+import re
+
 import json
 from pathlib import Path
 
@@ -120,7 +122,8 @@ def test_image_run_with_classes(pixel_run, tmp_path, capsys):
 def test_unknown_component_name_cli(capsys):
     assert main(["validate", str(DEBUG_CHAR), "prior.name=transformer"]) == 2
     err = capsys.readouterr().err
-    assert "unknown prior 'transformer'" in err and "Known priors: gpt" in err
+    assert "unknown prior 'transformer'" in err
+    assert re.search(r"Known priors: [a-z_, ]*\bgpt\b", err)
     assert "Traceback" not in err
 
 
@@ -187,7 +190,7 @@ def test_sample_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert main(["sample", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is not a tokar run directory" in err and "tokar train" in err
-    with pytest.raises(RunDirError, match="not a directory"):
+    with pytest.raises(RunDirError, match="does not exist"):
         Pipeline.load(tmp_path / "nope")
 
 
