@@ -11,7 +11,7 @@ The container (format version 1), all integers little-endian:
     0       4     magic b"TOKZ"
     4       1     format version (1)
     5       4     H, the header's length in bytes (uint32)
-    9       H     header: UTF-8 JSON (below)
+    9       H     header: UTF-8 JSON (below), zlib-compressed
     9+H     ...   payload: every item's escape table (text only), in item order, then every
                   batch's range-coder stream (uint32 words), in batch order
     end-4   4     CRC32 of every byte before it
@@ -27,11 +27,14 @@ The header holds:
 - `coder`: {"precision": 16 (bits of the integer pmfs), "block_length" (tokens per block, null
   for whole items), "batch_size" (blocks coded in parallel), "threads" (torch threads inside
   coding), "device" ("cpu")}: everything that fixes the coding loop's arithmetic;
-- `items`: one per example: {"kind" (text, image, array, codes), "meta" (what rebuilds it:
-  str or bytes, image mode and size, array dtype and shape, sample rate), "length" (of the
-  original, in bytes or characters, subpixels, samples), "tokens", "cond" (its class label for
-  conditional priors, else null), "escapes" (bytes of its escape table), "crc32" (of the
-  original, checked after decoding)};
+- `items`: one row per example, stored as columns ({"n": rows, "same": {field: the value every
+  row shares}, "each": {field: [one value per row]}}) so that many images share one header.
+  Fields: "kind" (text, image, array, codes), "meta" (what rebuilds it: str or bytes, image mode
+  and size, array dtype and shape, sample rate), "length" (of the original, in bytes or
+  characters, subpixels, samples), "tokens", "cond" (its class label for conditional priors,
+  else null), "escapes" (bytes of its escape table);
+- `crc32`: of the original data, checked after decoding: the CRC32 of every item's CRC32 (of its
+  bytes; of its pixels with mode and size; of its codes), in order;
 - `batches`: the block table: the number of 32-bit words of each batch's stream. The blocks
   themselves follow from the items' token counts, block_length and batch_size
   (`entropy_coding.plan_blocks`), so the table is not stored twice;
@@ -150,16 +153,38 @@ def compress(prior: Prior, tokenizer: Tokenizer, examples: Sequence[Any],
         "coder": {"precision": PRECISION, "block_length": block_length,
                   "batch_size": settings.batch_size, "threads": settings.threads,
                   "device": _device(prior)},
-        "items": [{"kind": i.kind, "meta": i.meta, "length": i.length, "tokens": i.ids.numel(),
-                   "cond": c, "escapes": len(i.escapes), "crc32": i.crc32}
-                  for i, c in zip(items, conds, strict=True)],
+        "items": _columns([{"kind": i.kind, "meta": i.meta, "length": i.length,
+                            "tokens": i.ids.numel(), "cond": c, "escapes": len(i.escapes)}
+                           for i, c in zip(items, conds, strict=True)]),
+        "crc32": _combined([i.crc32 for i in items]),
         "batches": [int(s.size) for s in streams],
         "list": many,
     }
     payload = b"".join([*(i.escapes for i in items), *(s.astype("<u4").tobytes() for s in streams)])
-    head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    head = zlib.compress(json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), 9)
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head + payload
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Item fields as columns: a value all items share is stored once (`same`), the others as
+    one list per field (`each`), so a file of 10,000 images does not repeat 10,000 headers."""
+    fields = rows[0].keys() if rows else []
+    same = {f: rows[0][f] for f in fields if all(r[f] == rows[0][f] for r in rows)}
+    return {"n": len(rows), "same": same,
+            "each": {f: [r[f] for r in rows] for f in fields if f not in same}}
+
+
+def _rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    n = columns["n"]
+    if any(len(v) != n for v in columns["each"].values()):
+        raise ValueError("item columns of different lengths")
+    return [{**columns["same"], **{f: v[k] for f, v in columns["each"].items()}} for k in range(n)]
+
+
+def _combined(crcs: list[int]) -> int:
+    """One CRC32 for the whole file's data: the CRC32 of every item's CRC32, in order."""
+    return zlib.crc32(b"".join(_CRC.pack(c) for c in crcs))
 
 
 def _check_conds(prior: Prior, conds: Sequence[int | None] | None, n: int) -> list[int | None]:
@@ -219,7 +244,8 @@ def read_container(blob: bytes) -> Container:
         raise CompressionError(f"the compressed file has format version {version}, newer than this "
                                f"tokar reads ({FORMAT_VERSION}); upgrade tokar to decompress it.")
     try:
-        header = json.loads(blob[_PREFIX.size : _PREFIX.size + n].decode())
+        header = json.loads(zlib.decompress(blob[_PREFIX.size : _PREFIX.size + n]).decode())
+        header["items"] = _rows(header["items"])
         offset = _PREFIX.size + n
         escapes = []
         for item in header["items"]:
@@ -229,7 +255,7 @@ def read_container(blob: bytes) -> Container:
         for words in header["batches"]:
             streams.append(np.frombuffer(blob, dtype="<u4", count=words, offset=offset).astype(np.uint32))
             offset += 4 * words
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, zlib.error) as exc:
         raise CompressionError(f"the compressed file's header is damaged ({exc}).") from exc
     if offset != len(blob) - _CRC.size:
         raise CompressionError("the compressed file's sections do not add up to its size; it is "
@@ -266,17 +292,17 @@ def decompress(prior: Prior, tokenizer: Tokenizer, blob: bytes, run: str | None 
             tokens = decode_batch(prior, batch, words)
             for row, b in enumerate(batch):
                 ids[b.item][b.start : b.start + b.length] = tokens[row, : b.length]
-    out = []
+    out, crcs = [], []
     for k, (item, escapes) in enumerate(zip(items, c.escapes, strict=True)):
         tensor = torch.from_numpy(ids[k])
         data = from_tokens(tokenizer, tensor, item["kind"], item["meta"], escapes)
-        check = checksum("codes", tensor) if item["kind"] == "codes" else checksum(item["kind"], data)
-        if check != item["crc32"]:
-            raise CompressionError(
-                f"item {k} decoded to data that does not match its CRC32: the model computed "
-                "different probabilities than when compressing (another machine or device, a "
-                "changed library) or the file is damaged. Nothing was written.")
+        crcs.append(checksum("codes", tensor) if item["kind"] == "codes" else checksum(item["kind"], data))
         out.append(tensor if codes else data)
+    if _combined(crcs) != h["crc32"]:
+        raise CompressionError(
+            "the decoded data does not match the file's CRC32: the model computed different "
+            "probabilities than when compressing (another machine or device, a changed library) "
+            "or the file is damaged. Nothing was written.")
     return out, bool(h.get("list"))
 
 
