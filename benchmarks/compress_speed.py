@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,13 +43,18 @@ def main() -> None:
         rows = []
         for L in args.block_lengths:
             batch = min(math.ceil(tokens / L), args.max_batch)
+            c0 = time.process_time()
             with Stopwatch() as enc:
                 blob = pipe.compress(data, block_length=L, batch_size=batch, threads=args.threads)
+            c1 = time.process_time()
             with Stopwatch() as dec:
                 back = pipe.decompress(blob)
+            c2 = time.process_time()
             rows.append({"block_length": L, "blocks": math.ceil(tokens / L), "batch_size": batch,
                          "bits_per_char": 8 * len(blob) / n, "round_trip_exact": back == data,
                          "encode_kb_s": n / 1000 / enc.wall, "decode_kb_s": n / 1000 / dec.wall,
+                         "encode_kb_per_cpu_s": n / 1000 / (c1 - c0),
+                         "decode_kb_per_cpu_s": n / 1000 / (c2 - c1),
                          "encode_cpu_share": enc.cpu_share, "decode_cpu_share": dec.cpu_share})
             print(f"{Path(run).name} L={L}: {rows[-1]['bits_per_char']:.4f} bits/char, decode "
                   f"{rows[-1]['decode_kb_s']:.1f} KB/s (share {dec.cpu_share})", file=sys.stderr)

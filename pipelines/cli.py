@@ -269,10 +269,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
     size = source.stat().st_size
     print(f"{source}: {size:,} -> {len(blob):,} bytes ({8 * len(blob) / max(size, 1):.3f} bits "
           "per input byte)", file=sys.stderr)
-    if not pipe.tokenizer.lossless:
-        print(f"note: tokenizer '{pipe.tokenizer.name}' is lossy: the file holds its codes exactly; "
-              "decompression gives the data they decode to, not the original samples.",
-              file=sys.stderr)
     print(out)
     return 0
 

@@ -108,7 +108,7 @@ def _hash_value(h: Any, value: Any) -> None:
                           else t.q_per_channel_scales().tolist()).encode())
             t = t.int_repr()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(value, (tuple, list)):
         for v in value:
             _hash_value(h, v)
@@ -316,7 +316,7 @@ def _check_model(h: dict[str, Any], prior: Prior, tokenizer: Tokenizer, run: str
             f"this file was compressed with another model{where}: tokenizer "
             f"{h['tokenizer']['name']} {theirs[0]}, prior {h['prior']['name']} {theirs[1]}; this "
             f"run{here} has tokenizer {tokenizer.name} {ours[0]}, prior {prior.name} {ours[1]}. "
-            "Decompress it with the run that compressed it.")
+            "Decompress it with the run that compressed it, loaded at the same precision.")
 
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "Settings", "Tokens", "compress", "decompress",
