@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOSSLESS_DEBUG = ["char_gpt", "char_lstm", "bpe_gpt", "pixel_gpt", "pixel_pixelcnn", "mulaw_gpt",
                   "mulaw_lstm", "mulaw_wavenet"]
 SMALL = {"block_length": 64, "batch_size": 4}  # several blocks and several batches
-FUZZ = settings(max_examples=25, deadline=None, database=None,
+FUZZ = settings(max_examples=20, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -253,7 +253,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(runs, tmp_path, capsys, ca
                      "newer-version": _resealed(blob, 4, FORMAT_VERSION + 1),
                      "not-a-tkz": text}.get(case, blob))
     if case == "other-model":
-        other, _ = runs("char_gpt", "train.seed=7")
+        other, _ = runs("char_lstm")  # the same characters, another prior
         args[2] = str(other)
     elif case == "output-exists":
         out.write_text("keep me")
