@@ -8,6 +8,8 @@
     tokar codes verify RUN_DIR [--split S] [--limit N]
     tokar plot RUN_DIR [--out PATH]
     tokar plugins
+    tokar compress RUN_DIR INPUT [-o OUT] [--force] [--class C]
+    tokar decompress RUN_DIR INPUT [-o OUT] [--force]
 
 One error boundary (`main`): every expected failure (a TokarError, or an error of the environment
 such as a file the OS refused or memory that ran out) is printed as one `error: ...` message and
@@ -27,8 +29,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipelines.safeio import check_regular_file, read_text
-from plugins.errors import DataError, ResourceError, TokarError, environment_error
+from pipelines.safeio import check_regular_file, read_image, read_text
+from plugins.errors import DataError, TokarError, environment_error
 from plugins.resources import check_fits
 
 
@@ -146,6 +148,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation", help="train or validation (default)")
     p.add_argument("--limit", type=int, help="only the first N images of the split")
     p.set_defaults(func=cmd_codes_verify)
+
+    p = sub.add_parser("compress", help="compress a file losslessly with a trained run "
+                       "(arithmetic coding under the prior): INPUT -> INPUT.tkz")
+    p.add_argument("run_dir")
+    p.add_argument("input", help="a text file (any bytes), an image, or audio (mu-law runs: "
+                   "lossless on the codes)")
+    p.add_argument("-o", "--output", help="output file (default: INPUT.tkz)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--class", dest="label", metavar="LABEL", help="class of INPUT (conditional "
+                   "priors): index or name; stored in the file")
+    p.add_argument("--block-length", type=int, help="tokens per independently coded block "
+                   "(default 2048; images: one per block)")
+    p.add_argument("--batch-size", type=int, help="blocks coded in parallel (default 64)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads inside coding (stored: "
+                   "decompression uses the same)")
+    p.add_argument("--verify", action="store_true", help="decompress before writing and check")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decompress a file made by `tokar compress` with the "
+                       "same run: INPUT.tkz -> INPUT")
+    p.add_argument("run_dir")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", help="output file (default: INPUT without .tkz; images "
+                   ".png, audio .wav; OUT.npy: the token ids)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
     p.set_defaults(func=cmd_plugins)
@@ -270,28 +298,47 @@ def _read_examples(path: Path, modality: str) -> tuple[list[Path], list[Any]]:
                     "validation split by leaving DATA out.")
 
 
-def read_image(path: Path) -> Any:
-    """One image file, decoded: its header's size is checked against memory before decoding."""
-    import warnings
+def cmd_compress(args: argparse.Namespace) -> int:
+    from pipelines.compress_files import compressed_output, read_input, write_bytes
+    from pipelines.pipeline import Pipeline
 
-    from PIL import Image
+    source = Path(args.input)
+    out = compressed_output(source, args.output, args.force)
+    pipe = Pipeline.load(args.run_dir)
+    data = read_input(source, pipe.tokenizer.modality)
+    blob = pipe.compress(data, args.label, block_length=args.block_length,
+                         batch_size=args.batch_size, threads=args.threads)
+    if args.verify:
+        pipe.decompress(blob)  # checks the CRC32 of the original
+    write_bytes(out, blob)
+    size = source.stat().st_size
+    print(f"{source}: {size:,} -> {len(blob):,} bytes ({8 * len(blob) / max(size, 1):.3f} bits "
+          "per input byte)", file=sys.stderr)
+    print(out)
+    return 0
 
-    check_regular_file(path, "image file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                check_fits(float(w) * h * max(len(im.getbands()), 1) * 8,
-                           f"image file {path} ({w}x{h} pixels, as its header says)",
-                           "give images of the size the run was trained on.")
-                im.load()
-                return im.copy()
-    except ResourceError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"image file {path} cannot be read: {exc}.") from exc
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from pipelines.compress import read_container
+    from pipelines.compress_files import decompressed_output, write_output
+    from pipelines.pipeline import Pipeline
+
+    source = Path(args.input)
+    if not source.is_file():
+        raise DataError(f"{source} does not exist or is not a file.")
+    blob = source.read_bytes()
+    items = read_container(blob).header["items"]
+    if len(items) != 1:
+        raise TokarError(f"{source} holds {len(items)} examples; the command line writes one "
+                         "(use Pipeline.decompress_all).")
+    kind, modality = items[0]["kind"], items[0]["meta"].get("modality", "")
+    out = decompressed_output(source, args.output, args.force, kind, modality)
+    pipe = Pipeline.load(args.run_dir)
+    ids = out.suffix.lower() == ".npy" and kind != "array"
+    data = pipe.decompress(blob, codes=ids)
+    write_output(out, data, kind, pipe.tokenizer)
+    print(out)
+    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

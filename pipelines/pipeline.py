@@ -238,6 +238,44 @@ class Pipeline:
                               [labels[i] for i in keep] if labels is not None else None,
                               [ids[i] for i in keep], batch_size, per_token, process_state())
 
+    # -- lossless compression (pipelines/compress.py) ------------------------------------------
+    def compress(self, data: Any, cond: int | str | None = None, *, block_length: int | None = None,
+                 batch_size: int | None = None, threads: int = 1) -> bytes:
+        """One example (text as str or bytes, an image, audio for mu-law runs) -> the bytes of a
+        compressed file that `decompress` turns back into it exactly (mu-law: its codes).
+        `cond`: its class, for class-conditional priors. `block_length` tokens per block and
+        `batch_size` blocks coded in parallel trade context for speed (BENCHMARKS.md)."""
+        return self.compress_all([data], None if cond is None else [cond], block_length=block_length,
+                                 batch_size=batch_size, threads=threads, _many=False)
+
+    def compress_all(self, examples: list[Any], labels: list[int | str] | None = None, *,
+                     block_length: int | None = None, batch_size: int | None = None,
+                     threads: int = 1, _many: bool = True) -> bytes:
+        """Several examples in one file (one header; images coded `batch_size` at a time)."""
+        from pipelines.compress import DEFAULT_BATCH_SIZE, Settings, compress
+
+        conds = None if labels is None else [self.class_index(c) for c in labels]
+        settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
+        return compress(self.prior, self.tokenizer, list(examples), conds, settings, many=_many,
+                        run=self.run_dir.name if self.run_dir else None)
+
+    def decompress(self, blob: bytes, codes: bool = False) -> Any:
+        """The example a `compress` file holds (`codes`: its token ids instead)."""
+        from pipelines.compress import decompress
+
+        out, many = decompress(self.prior, self.tokenizer, blob,
+                               self.run_dir.name if self.run_dir else None, codes)
+        if many:
+            raise TokarError(f"this file holds a list of {len(out)} examples: use decompress_all.")
+        return out[0]
+
+    def decompress_all(self, blob: bytes, codes: bool = False) -> list[Any]:
+        """Every example a compressed file holds, in order."""
+        from pipelines.compress import decompress
+
+        return decompress(self.prior, self.tokenizer, blob,
+                          self.run_dir.name if self.run_dir else None, codes)[0]
+
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -11,7 +11,8 @@ renamed into place: a reader sees the old file or the new one, never half of one
 Reads: `check_regular_file` refuses what is not a regular file before anything opens it (opening a
 FIFO blocks forever; /dev/zero never ends), `read_text` adds a size bound and reports a file that
 is not valid in its encoding with the byte that failed, `read_json` reports corrupt or wrongly
-typed metadata. Each takes the error class to raise, so that the caller's meaning survives
+typed metadata, `read_image` checks an image header's size against memory before decoding it.
+Each takes the error class to raise, so that the caller's meaning survives
 (a corrupt `classes.json` is a RunDirError, a bad data file a DataError).
 
 Not here: what to do after a failure (callers add their advice), directories of checkpoints
@@ -237,3 +238,29 @@ def read_json(path: str | Path, what: str = "file", error: type[TokarError] = Da
         names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
         raise error(f"{what} {path} is corrupt: expected a JSON {names}, found {type(value).__name__}.")
     return value
+
+
+def read_image(path: str | Path) -> Any:
+    """One image file, decoded: its header's size is checked against memory before decoding."""
+    import warnings
+
+    from PIL import Image
+
+    from plugins.resources import check_fits
+
+    path = check_regular_file(path, "image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                check_fits(float(w) * h * max(len(im.getbands()), 1) * 8,
+                           f"image file {path} ({w}x{h} pixels, as its header says)",
+                           "give images of the size the run was trained on.")
+                im.load()
+                return im.copy()
+    except TokarError:  # the memory check's ResourceError
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"image file {path} cannot be read: {exc}.") from exc

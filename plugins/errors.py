@@ -94,6 +94,11 @@ def environment_error(exc: BaseException) -> TokarError | None:
     return None
 
 
+class CompressionError(TokarError):
+    """Data that cannot be compressed losslessly, or a compressed file that cannot be decoded
+    (damaged, from another model, from a newer format version)."""
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The closest spelling of `name` among `choices`, or None if nothing is close."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -3,9 +3,8 @@ foundation issue lists: each gives a short error naming the problem and the fix.
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from pathlib import Path
 
 import numpy as np
