@@ -7,6 +7,9 @@
     tokar validate RECIPE [key=value ...]
     tokar codes verify RUN_DIR [--split S] [--limit N]
     tokar plot RUN_DIR [--out PATH]
+    tokar detect RUN_DIR DATA [--method likelihood|ratio|typicality|complexity] [--background RUN_DIR2]
+                 [--fpr 0.05] [--out scores.jsonl] [--maps DIR]
+    tokar detect-eval RUN_DIR --in IN --ood OOD [--background RUN_DIR2] [--plot PNG]
     tokar plugins
 
 Errors tokar raises on purpose are printed as one short message (exit status 2), not a traceback.
@@ -120,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation", help="train or validation (default)")
     p.add_argument("--limit", type=int, help="only the first N images of the split")
     p.set_defaults(func=cmd_codes_verify)
+
+    from pipelines.detect_cli import add_parsers as add_detect_parsers
+
+    add_detect_parsers(sub)  # tokar detect, tokar detect-eval (pipelines/detect_cli.py)
 
     p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
     p.set_defaults(func=cmd_plugins)

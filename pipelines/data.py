@@ -22,6 +22,7 @@ import datasets
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.augment import AugmentConfig
 from plugins.errors import DataError, did_you_mean
 from tokenizers_ar.base import Layout, Tokenizer
 
@@ -40,6 +41,8 @@ class SourceConfig(BaseModel):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share held out for validation")
     seed: int = Field(0, description="seed of the train/validation split")
     num_proc: int | None = Field(None, ge=1, description="processes that tokenize in parallel")
+    augment: AugmentConfig | None = Field(None, description="perturb training batches, e.g. "
+                                          "{mutate: 0.2} (pipelines/augment.py)")
 
 
 class Source(ABC):

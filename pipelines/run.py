@@ -30,6 +30,7 @@ from PIL import Image
 
 from pipelines import data as data_lib
 from pipelines import stage1
+from pipelines.augment import Mutation
 from pipelines.checkpoint import Checkpoint, list_checkpoints, write_atomically
 from pipelines.recipe import load_recipe
 from pipelines.rundir import (
@@ -146,7 +147,8 @@ class TrainingRun:
         trainer = Trainer(pipe.prior, tokens["train"], tokens.get("validation"), cfg,
                           pipe.run_dir, pipe.tokenizer.unit, accelerator, progress,
                           on_eval=self._write_eval_samples if cfg.eval_samples else None,
-                          offset_nats=pipe.tokenizer.discretization_nats())
+                          offset_nats=pipe.tokenizer.discretization_nats(),
+                          augment=self._augment(accelerator.process_index))
         if ckpt is not None:
             trainer.resume_from(ckpt)
         result = trainer.fit()
@@ -162,6 +164,14 @@ class TrainingRun:
                 "unit": pipe.tokenizer.unit})
         accelerator.wait_for_everyone()
         return result
+
+    def _augment(self, process_index: int) -> Mutation | None:
+        """The training-batch perturbation the recipe asks for (data.augment), if any."""
+        augment = getattr(self.pipe.recipe.data.config, "augment", None)
+        if augment is None or augment.mutate == 0:
+            return None
+        return Mutation(augment.mutate, self.pipe.tokenizer.vocab_size, self.pipe.recipe.train.seed,
+                        process_index)
 
     def _write_eval_samples(self, step: int) -> None:
         """A quick look at what the model makes at this point of training."""
