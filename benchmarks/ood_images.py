@@ -43,10 +43,10 @@ from pipelines.image_sources import FashionMNISTSource  # noqa: E402
 RECIPE = {
     "data": {"source": "fashion_mnist", "validation": "split", "val_fraction": 0.02},
     "tokenizer": {"name": "pixel", "levels": 256},
-    "prior": {"name": "pixelcnn", "n_layer": 5, "n_channels": 32, "first_kernel_size": 7,
+    "prior": {"name": "pixelcnn", "n_layer": 5, "n_channels": 16, "first_kernel_size": 7,
               "kernel_size": 3, "n_out": 32, "n_classes": 0,
               "head": {"name": "logistic_mixture", "n_mixtures": 5}},
-    "train": {"batch_size": 32, "lr": 2.0e-3, "min_lr": 2.0e-4, "warmup_steps": 50,
+    "train": {"batch_size": 16, "lr": 2.0e-3, "min_lr": 2.0e-4, "warmup_steps": 50,
               "weight_decay": 0.0, "eval_batches": 5, "eval_samples": 0, "log_every": 10},
     "sample": {"n": 4},
 }
@@ -57,6 +57,12 @@ def train(name: str, overrides: list[str], keep: Path, steps: list[str]) -> tupl
     """Train (or reuse, when KEEP already holds it) one of the two runs."""
     run = keep / name
     if (run / "prior").is_dir():
+        import yaml
+
+        levels = yaml.safe_load((run / "recipe.yaml").read_text())["tokenizer"]["levels"]
+        if levels != RECIPE["tokenizer"]["levels"]:
+            sys.exit(f"{run} models {levels} pixel levels, not {RECIPE['tokenizer']['levels']}: "
+                     "pass another --keep folder")
         print(f"reusing {run}", file=sys.stderr)
         return run, json.loads((run / "run.json").read_text()).get("result", {})
     with Stopwatch() as sw:
@@ -90,7 +96,10 @@ def main() -> None:
     p.add_argument("--calibration", type=int, default=1000, help="validation images calibrated on")
     p.add_argument("--score-10k", action="store_true", help="also time scoring 10,000 test images")
     p.add_argument("--plot", type=Path, help="histogram PNG (default: KEEP/histogram.png)")
+    p.add_argument("--levels", type=int, default=256, help="pixel levels the model sees (the "
+                   "pixel tokenizer quantizes the 8-bit images; 256 keeps them exact)")
     args = p.parse_args()
+    RECIPE["tokenizer"]["levels"] = args.levels
     with tempfile.TemporaryDirectory() as tmp:
         keep = args.keep or Path(tmp)
         keep.mkdir(parents=True, exist_ok=True)

@@ -92,21 +92,20 @@ def example_bits(pipe: Pipeline, examples: list[Any], ids: list[str],
                  per_token: bool = False) -> tuple[np.ndarray, list[list[float]] | None]:
     """-log2 p(x) per data unit of each example; class-conditional priors by the marginal over
     classes (uniform class prior). Data-parallel under torchrun, like Pipeline.score."""
-    unit = pipe.tokenizer.unit
-    units = np.array([pipe.tokenizer.count_units(x) for x in examples], dtype=np.float64)
-    empty = np.flatnonzero(units == 0)
-    if len(empty):
-        raise DataError(f"{ids[empty[0]]}: the example is empty; there is nothing to score.")
     classes = pipe.prior.num_classes
     scores = [pipe.score(examples, labels=None if not classes else [c] * len(examples), ids=ids,
                          per_token=per_token) for c in range(max(classes, 1))]
+    if len(scores[0].per_example) != len(examples):  # Pipeline.score leaves out empty examples
+        kept = {e.id for e in scores[0].per_example}
+        empty = next((i for i in ids if i not in kept), "an example")
+        raise DataError(f"{empty}: the example is empty; there is nothing to score.")
+    units = np.array([e.units[pipe.tokenizer.unit] for e in scores[0].per_example], dtype=np.float64)
     nats = np.array([[e.nats for e in s.per_example] for s in scores])  # (C, N)
     marginal = -(np.logaddexp.reduce(-nats, axis=0) - math.log(len(scores)))
     token_nats = None
     if per_token:  # the most likely class's per-token bits
         best = nats.argmin(axis=0)
         token_nats = [scores[c].per_example[i].token_nats for i, c in enumerate(best)]
-    assert all(e.units[unit] == u for e, u in zip(scores[0].per_example, units, strict=True))
     return marginal / units / LN2, token_nats
 
 

@@ -196,16 +196,18 @@ def test_every_method_scores_higher_is_more_anomalous(runs):
 
 
 def test_cli_detect_writes_scores_and_surprise_maps(runs, tmp_path, capsys):
-    out, maps = tmp_path / "scores.jsonl", tmp_path / "maps"
-    assert main(["-q", "detect", str(runs / "run"), str(runs / "noise.npz"), "--out", str(out),
+    out, maps, few = tmp_path / "scores.jsonl", tmp_path / "maps", tmp_path / "few.npz"
+    np.savez(few, x=np.load(runs / "noise.npz")["x"][:3])
+    assert main(["-q", "detect", str(runs / "run"), str(few), "--out", str(out),
                  "--maps", str(maps)]) == 0
     summary = json.loads(capsys.readouterr().out)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert summary["examples"] == len(lines) == 25 and summary["method"] == "likelihood"
+    assert summary["examples"] == len(lines) == 3 and summary["method"] == "likelihood"
     assert set(lines[0]) == {"id", "unit", "bits_per_unit", "score", "p_value", "verdict"}
-    assert lines[0]["id"].endswith("noise.npz[0]") and lines[0]["verdict"] == "anomalous"
+    assert lines[0]["id"].endswith("few.npz[0]") and lines[0]["verdict"] == "anomalous"
     pngs = sorted(maps.glob("*.png"))
-    assert len(pngs) == 25 and Image.open(pngs[0]).size[0] > 100
+    assert [p.name for p in pngs] == ["00000_few.npz_0.png", "00001_few.npz_1.png", "00002_few.npz_2.png"]
+    assert Image.open(pngs[0]).size[0] > 100
     assert main(["-q", "detect", str(runs / "run"), str(runs / "noise.npz"), "--method", "ratio",
                  "--background", str(runs / "bg")]) == 0
     stdout = capsys.readouterr().out.splitlines()
@@ -273,6 +275,9 @@ def test_text_passages_detection_and_html_maps(tmp_path, capsys):
     with pytest.raises(DataError, match="no text is 500 characters long"):
         read_data(ood, Pipeline.load(run).tokenizer, 500)
     assert cut_passages(["t"], ["abcdefg"], 3) == (["t@0", "t@3"], ["abc", "def"])
+    with pytest.raises(DataError, match="second: the example is empty"):
+        Pipeline.load(run).detect(["To be, or not", ""], ids=["first", "second"],
+                                  calibration_examples=40)
 
 
 def test_bpe_surprise_spreads_a_tokens_bits_over_its_characters():
