@@ -322,3 +322,29 @@ def test_detect_checks_its_options(runs):
         pipe.detect(x, fpr=1.5)
     with pytest.raises(DataError, match="nothing to check"):
         pipe.detect([])
+
+
+def test_detect_under_torchrun_matches_one_process(runs, tmp_path):
+    """Two processes share the calibration and the inputs; the main one writes the same lines."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "run", run, ignore=shutil.ignore_patterns("detect"))  # calibrate afresh
+    assert main(["-q", "detect", str(runs / "run"), str(runs / "noise.npz"), "--method", "ratio",
+                 "--background", str(runs / "bg"), "--out", str(tmp_path / "one.jsonl")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ACCELERATE_USE_CPU", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         "29541", "-m", "pipelines.cli", "-q", "detect", str(run), str(runs / "noise.npz"),
+         "--method", "ratio", "--background", str(runs / "bg"), "--out", str(tmp_path / "two.jsonl")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = ((tmp_path / f"{n}.jsonl").read_text().splitlines() for n in ("one", "two"))
+    assert len(one) == 25 and [json.loads(x)["id"] for x in one] == [json.loads(x)["id"] for x in two]
+    for a, b in zip(one, two, strict=True):
+        assert json.loads(a)["score"] == pytest.approx(json.loads(b)["score"], abs=1e-9)
+    assert (run / "detect" / "calibration.json").is_file()
