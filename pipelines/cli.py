@@ -7,6 +7,9 @@
     tokar validate RECIPE [key=value ...]
     tokar codes verify RUN_DIR [--split S] [--limit N]
     tokar plot RUN_DIR [--out PATH]
+    tokar detect RUN_DIR DATA [--method likelihood|ratio|typicality|complexity] [--background RUN_DIR2]
+                 [--fpr 0.05] [--out scores.jsonl] [--maps DIR]
+    tokar detect-eval RUN_DIR --in IN --ood OOD [--background RUN_DIR2] [--plot PNG]
     tokar plugins
     tokar compress RUN_DIR INPUT [-o OUT] [--force] [--class C]
     tokar decompress RUN_DIR INPUT [-o OUT] [--force]
@@ -29,7 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipelines.safeio import check_regular_file, read_image, read_text
+from pipelines.safeio import read_text
 from plugins.errors import DataError, TokarError, environment_error
 from plugins.resources import check_fits
 
@@ -174,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                    ".png, audio .wav; OUT.npy: the token ids)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(func=cmd_decompress)
+    from pipelines.detect_cli import add_parsers as add_detect_parsers
+
+    add_detect_parsers(sub)  # tokar detect, tokar detect-eval (pipelines/detect_cli.py)
 
     p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
     p.set_defaults(func=cmd_plugins)
@@ -262,38 +268,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-
-
 def read_examples(path: Path, modality: str) -> tuple[list[str], list[Any]]:
-    """(ids, examples) of DATA: one file, or the files of a folder, named by their path."""
-    files, examples = _read_examples(path, modality)
-    return [str(f) for f in files], examples
+    """(ids, examples) of `tokar score DATA`: a text file, an image or a folder of images, audio
+    files, each id its file's path. Every file is checked to be a regular file (never a FIFO or a
+    device) before it is opened; images and audio are read as `tokar detect` reads them."""
+    from pipelines.detect_data import read_audio_paths, read_images
 
-
-def _read_examples(path: Path, modality: str) -> tuple[list[Path], list[Any]]:
-    """DATA of `tokar score`: a text file, an image or a folder of images, audio files. Every
-    file is checked to be a regular file (never a FIFO or device) before it is opened."""
     if not path.exists():
         raise DataError(f"{path} does not exist.")
     if modality == "text":
         if path.is_dir():
             raise DataError(f"{path} is a folder; `tokar score` reads one text file for text runs.")
-        return [path], [read_text(path, "text file", DataError)]
+        return [str(path)], [read_text(path, "text file", DataError)]
     if modality == "image":
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if path.is_dir() else [path]
-        if not files:
-            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}.")
-        return files, [read_image(p) for p in files]
+        return read_images(path)
     if modality == "audio":  # paths: the tokenizer reads (and resamples) them
-        from pipelines.audio_sources import AUDIO_SUFFIXES
-
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) \
-            if path.is_dir() else [path]
-        if not files:
-            raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {path}.")
-        return files, [str(check_regular_file(p, "audio file")) for p in files]
+        paths = read_audio_paths(path)
+        return paths, paths
     raise DataError(f"`tokar score DATA` does not read {modality} files yet; score the run's "
                     "validation split by leaving DATA out.")
 

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.augment import AugmentConfig
 from pipelines.safeio import check_regular_file, read_text, remove_quietly, writing
 from plugins.errors import DataError, did_you_mean
 from tokenizers_ar.base import Layout, Tokenizer
@@ -44,6 +45,8 @@ class SourceConfig(BaseModel):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share held out for validation")
     seed: int = Field(0, ge=0, lt=2**64, description="seed of the train/validation split")
     num_proc: int | None = Field(None, ge=1, description="processes that tokenize in parallel")
+    augment: AugmentConfig | None = Field(None, description="perturb training batches, e.g. "
+                                          "{mutate: 0.2} (pipelines/augment.py)")
 
 
 class Source(ABC):

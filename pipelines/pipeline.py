@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import ValidationError
@@ -40,6 +40,9 @@ from priors import DecodeConfig, Generation, generate
 from priors.base import Prior
 from priors.quantize import to_precision
 from tokenizers_ar.base import Tokenizer
+
+if TYPE_CHECKING:
+    from pipelines.detect import DetectResult
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +278,19 @@ class Pipeline:
 
         return decompress(self.prior, self.tokenizer, blob,
                           self.run_dir.name if self.run_dir else None, codes)[0]
+    def detect(self, examples: list[Any], method: str = "likelihood", *,
+               ids: list[str] | None = None, background: Pipeline | str | Path | None = None,
+               fpr: float = 0.05, group_size: int = 5, compressor: str | None = None,
+               per_token: bool = False, calibration_examples: int = 1000) -> DetectResult:
+        """Flag anomalous (out-of-distribution) examples by their exact likelihood: `method`
+        likelihood, ratio (against a `background` run trained on mutated inputs), typicality
+        (groups of `group_size`) or complexity (a generic `compressor`); thresholds at `fpr`
+        calibrated on the validation split and kept in the run directory (pipelines/detect.py)."""
+        from pipelines.detect import detect
+
+        return detect(self, examples, method, ids=ids, background=background, fpr=fpr,
+                      group_size=group_size, compressor=compressor, per_token=per_token,
+                      calibration_examples=calibration_examples)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -378,6 +378,13 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
                 problems.append(f"sample.{key}: takes text, but tokenizer '{tokenizer.name}' encodes "
                                 f"{tokenizer.cls.modality}; remove it")
     if tokenizer and data:
+        augment = getattr(data.config, "augment", None)
+        if augment is not None and augment.mutate > 0 and getattr(tokenizer.cls, "continuous", False):
+            problems.append(
+                f"data.augment.mutate: tokenizer '{tokenizer.name}' produces real values, and "
+                "mutation replaces token ids by random ids; use a discrete tokenizer (e.g. mulaw) "
+                "or remove data.augment."
+            )
         want, have = getattr(tokenizer.cls, "modality", None), getattr(data.cls, "modality", None)
         if want and have and want != have:
             problems.append(

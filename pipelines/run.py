@@ -29,6 +29,7 @@ from PIL import Image
 
 from pipelines import data as data_lib
 from pipelines import stage1
+from pipelines.augment import Mutation
 from pipelines.checkpoint import Checkpoint, write_atomically
 from pipelines.limits import check_training_memory
 from pipelines.recipe import load_recipe
@@ -149,7 +150,8 @@ class TrainingRun:
         trainer = Trainer(pipe.prior, tokens["train"], tokens.get("validation"), cfg,
                           pipe.run_dir, pipe.tokenizer.unit, accelerator, progress,
                           on_eval=self._write_eval_samples if cfg.eval_samples else None,
-                          offset_nats=pipe.tokenizer.discretization_nats())
+                          offset_nats=pipe.tokenizer.discretization_nats(),
+                          augment=self._augment(accelerator.process_index))
         if ckpt is not None:
             trainer.resume_from(ckpt)
         if before_fit is not None:  # a resume changes the run only now that training continues
@@ -172,6 +174,14 @@ class TrainingRun:
                 logger.warning("could not write the final samples: %s", exc)
         accelerator.wait_for_everyone()
         return result
+
+    def _augment(self, process_index: int) -> Mutation | None:
+        """The training-batch perturbation the recipe asks for (data.augment), if any."""
+        augment = getattr(self.pipe.recipe.data.config, "augment", None)
+        if augment is None or augment.mutate == 0:
+            return None
+        return Mutation(augment.mutate, self.pipe.tokenizer.vocab_size, self.pipe.recipe.train.seed,
+                        process_index)
 
     def _write_eval_samples(self, step: int) -> None:
         """A quick look at what the model makes at this point of training."""

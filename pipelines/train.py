@@ -143,10 +143,12 @@ class Trainer:
     def __init__(self, prior: Prior, train_data: TokenData | TokenStream, val_data: TokenData | None,
                  cfg: TrainConfig, run_dir: Path, unit: str, accelerator: Accelerator,
                  progress: bool = True, on_eval: Callable[[int], None] | None = None,
-                 offset_nats: float = 0.0):
+                 offset_nats: float = 0.0,
+                 augment: Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]] | None = None):
         self.prior, self.cfg, self.run_dir, self.unit = prior, cfg, Path(run_dir), unit
         self.offset_nats = offset_nats  # continuous data: discretization, see likelihood.py
         self.accelerator, self.progress, self.on_eval = accelerator, progress, on_eval
+        self.augment = augment  # (batch, batch number) -> batch: data.augment (pipelines/augment.py)
         self.is_main = accelerator.is_main_process
         self.ckpt_root = self.run_dir / "checkpoints"
 
@@ -274,6 +276,8 @@ class Trainer:
         while st.step < cfg.max_steps:
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
+                if self.augment is not None:  # seeded by the batch number: exact resume holds
+                    batch = self.augment(batch, st.batches_consumed)
                 with acc.accumulate(self.model):
                     # Through model(...), not prior.loss: a DDP wrapper syncs gradients in forward.
                     ids = batch["ids"]
