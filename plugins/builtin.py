@@ -27,15 +27,23 @@ def tokar_register_tokenizers(register: Register) -> None:
 
 @hookimpl
 def tokar_register_priors(register: Register) -> None:
+    from priors.fvsbn import FVSBN
     from priors.gpt import GPT
     from priors.lstm import LSTM
+    from priors.made import MADE
+    from priors.nade import NADE
     from priors.pixelcnn import PixelCNN
+    from priors.rnn import RNN
     from priors.wavenet import WaveNet
 
     register("gpt", GPT)
     register("lstm", LSTM)
     register("pixelcnn", PixelCNN)
     register("wavenet", WaveNet)
+    register("fvsbn", FVSBN)
+    register("nade", NADE)
+    register("made", MADE)
+    register("rnn", RNN)
 
 
 @hookimpl
