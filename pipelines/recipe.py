@@ -11,6 +11,8 @@
 - `${data_dir}` is the top-level `data_dir` key, else $TOKAR_DATA_DIR, else ./data.
 - `tokenizer: {name: vqvae, pretrained: RUN_DIR}` loads a trained tokenizer (a run directory or a
   saved tokenizer folder) instead of fitting one: stage 1 trained once, reused by many priors.
+- `order: {name: snake}` sets the order in which the prior sees each example's positions
+  (pipelines/order.py); raster by default.
 - `source:`/`name:` pick registered components by name (never import paths); each section is then
   checked against that component's config schema. Every problem is reported at once, each with its
   key path, the valid keys and the closest match.
@@ -22,20 +24,21 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.order import OrderConfig, order_problems
 from plugins.errors import RecipeError, RegistryError, did_you_mean
 from plugins.registry import Registries
 from plugins.shared import ValueSpace
 from priors.decoding import DecodeConfig
 from priors.heads.base import head_spec
 
-SECTIONS = ("data_dir", "data", "tokenizer", "prior", "train", "sample")
+SECTIONS = ("data_dir", "data", "tokenizer", "prior", "order", "train", "sample")
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -101,6 +104,7 @@ class Recipe:
     sample: SampleConfig
     data_dir: str
     source: str | None = None  # where it was loaded from, for messages
+    order: OrderConfig = field(default_factory=OrderConfig)  # the prior's order of positions
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe (defaults filled in): what a run directory stores."""
@@ -111,6 +115,7 @@ class Recipe:
                           **({"pretrained": self.tokenizer.pretrained} if self.tokenizer.pretrained else {}),
                           **self.tokenizer.config.model_dump(mode="json")},
             "prior": {"name": self.prior.name, **self.prior.config.model_dump(mode="json")},
+            "order": self.order.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "sample": self.sample.model_dump(mode="json"),
         }
@@ -266,6 +271,10 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
     prior = _component(raw, "prior", "name", registries.priors, problems)
     train = _model(TrainConfig, raw.get("train") or {}, "train", problems)
     sample = _model(SampleConfig, raw.get("sample") or {}, "sample", problems)
+    order = _model(OrderConfig, raw.get("order") or {}, "order", problems)
+    if order is not None:
+        problems += order_problems(order, getattr(tokenizer.cls, "layout_kind", None) if tokenizer else None,
+                                   prior.cls if prior else None)
 
     if tokenizer and prior:
         kind = getattr(tokenizer.cls, "layout_kind", None)
@@ -283,7 +292,7 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
             )
     if problems:
         raise RecipeError(problems, source)
-    return Recipe(data, tokenizer, prior, train, sample, raw["data_dir"], source)
+    return Recipe(data, tokenizer, prior, train, sample, raw["data_dir"], source, order)
 
 
 def _component(raw, section, selector, registry, problems) -> Component | None:

@@ -158,6 +158,7 @@ class PixelCNN(Prior):
     name = "pixelcnn"
     Config = PixelCNNConfig
     layouts = frozenset({"grid"})
+    raster_only = True  # the masked convolutions see the rows above and the pixels to the left
 
     def __init__(self, config: PixelCNNConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)
