@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.order import OrderConfig, order_problems
+from pipelines.scheduled_sampling import ScheduledSamplingConfig
 from plugins.errors import RecipeError, RegistryError, did_you_mean
 from plugins.registry import Registries
 from plugins.shared import ValueSpace
@@ -68,6 +69,9 @@ class TrainConfig(BaseModel):
     eval_samples: int = Field(4, ge=0, description="samples written at each evaluation; 0: none")
     log_every: int = Field(10, ge=1)
     seed: int = 1337
+    scheduled_sampling: ScheduledSamplingConfig | None = Field(
+        None, description="feed the model its own samples during training (Bengio et al. 2015): "
+        "{schedule: linear, max_p: 0.25, ramp_steps: 1000}; see pipelines/scheduled_sampling.py")
 
     @model_validator(mode="after")
     def _check_min_lr(self) -> TrainConfig:
