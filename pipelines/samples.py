@@ -1,5 +1,5 @@
 """Writing decoded samples in the data's own form: text files, PNG grids of images, WAV files
-of audio (with one PNG of their waveforms and spectrograms)."""
+of audio (with one PNG of their waveforms and spectrograms), CSV rows of real feature vectors."""
 
 from __future__ import annotations
 
@@ -99,4 +99,11 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
             write_text_atomically(path, text)
             paths.append(path)
         return paths
+    if isinstance(examples[0], np.ndarray) and all(np.ndim(x) == 1 for x in examples):
+        # real feature vectors (the `real` tokenizer with vector: true): one CSV row each
+        path = out if out.suffix.lower() == ".csv" else out / "samples.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [",".join(f"{v:.6g}" for v in np.asarray(x, dtype=np.float64)) for x in examples]
+        write_text_atomically(path, "\n".join(rows) + "\n")
+        return [path]
     raise TokarError(f"don't know how to write samples of type {type(examples[0]).__name__}")

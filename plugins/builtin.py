@@ -51,6 +51,7 @@ def tokar_register_sources(register: Register) -> None:
     from pipelines.audio_sources import FSDDSource, HFAudioSource, WavFolderSource
     from pipelines.data import DigitsSource, HFSource, TextSource
     from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
+    from pipelines.table_sources import SklearnTableSource
 
     register("binarized_mnist", BinarizedMNISTSource)
     register("fsdd", FSDDSource)
@@ -60,6 +61,7 @@ def tokar_register_sources(register: Register) -> None:
     register("text", TextSource)
     register("hf", HFSource)
     register("sklearn_digits", DigitsSource)
+    register("sklearn_table", SklearnTableSource)
 
 
 @hookimpl
