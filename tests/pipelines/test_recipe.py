@@ -92,7 +92,7 @@ def test_unknown_component_and_missing_sections():
     text = str(err.value)
     assert "data.source: unknown source 'txt'. Did you mean 'text'?" in text
     assert "missing section 'tokenizer'" in text
-    assert "prior.name: missing; choose one of gpt" in text
+    assert "prior.name: missing; choose one of " in text and ", gpt, lstm," in text
 
 
 def test_wrong_types_and_ranges():
