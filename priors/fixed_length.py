@@ -31,7 +31,8 @@ from priors.base import Prior, PriorConfig, StepOutput, embedding
 
 
 class FixedLengthConfig(PriorConfig):
-    n_embd: int = Field(1, ge=1, description="input width per position (1 is exact for binary data)")
+    n_embd: int = Field(1, ge=1, description="input width per position: 1 is exact for binary data "
+                        "and one real; give categorical data more (a one-hot needs V)")
     block_size: int = Field(256, ge=1, description="positions modelled, for sequence layouts "
                             "(grids and vectors use their own size)")
 

@@ -120,7 +120,7 @@ def test_image_run_with_classes(pixel_run, tmp_path, capsys):
 def test_unknown_component_name_cli(capsys):
     assert main(["validate", str(DEBUG_CHAR), "prior.name=transformer"]) == 2
     err = capsys.readouterr().err
-    assert "unknown prior 'transformer'" in err and "Known priors: gpt" in err
+    assert "unknown prior 'transformer'" in err and "Known priors: fvsbn, gpt" in err
     assert "Traceback" not in err
 
 
