@@ -77,12 +77,13 @@ class DocWindows(Dataset):
 
 
 class Rows(Dataset):
-    """One fixed-length row of tokens per example (grids), with its class label if any."""
+    """One fixed-length row of tokens per example (grids), with its class label if any; `rows`
+    selects some examples (evaluation)."""
 
-    def __init__(self, data: TokenData, limit: int | None = None):
-        n = len(data) if limit is None else min(limit, len(data))
-        self.tokens = torch.from_numpy(data.tokens[:n])
-        self.labels = torch.from_numpy(data.labels[:n]) if data.labels is not None else None
+    def __init__(self, data: TokenData, rows: np.ndarray | None = None):
+        pick = (lambda a: a) if rows is None else (lambda a: a[rows])  # noqa: E731
+        self.tokens = torch.from_numpy(np.ascontiguousarray(pick(data.tokens)))
+        self.labels = torch.from_numpy(pick(data.labels)) if data.labels is not None else None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -142,7 +143,8 @@ def train_dataset(data: TokenData, seq_len: int) -> Dataset:
 def eval_dataset(data: TokenData, seq_len: int, batch_size: int, batches: int | None,
                  num_processes: int = 1) -> Dataset:
     """A fixed validation set, the same at every evaluation so that numbers compare, and the
-    same for any number of processes (`batches` counts global batches)."""
+    same for any number of processes (`batches` counts global batches): evenly spread windows
+    of a stream, a fixed-seed uniform sample of the rows of a grid split."""
     batch_size *= num_processes
     if _labelled_stream(data):
         docs = DocWindows(data, seq_len)
@@ -157,7 +159,19 @@ def eval_dataset(data: TokenData, seq_len: int, batch_size: int, batches: int | 
         else:  # evenly spread windows
             starts = np.linspace(0, max(n_windows - 1, 0), num=min(n_windows, batches * batch_size))
         return Windows(data.tokens, seq_len, starts.astype(np.int64))
-    return Rows(data, None if batches is None else batches * batch_size)
+    if batches is None or batches * batch_size >= len(data):
+        return Rows(data)
+    return Rows(data, eval_rows(len(data), batches * batch_size))
+
+
+EVAL_SEED = 0  # one fixed subsample for every run: validation figures compare across runs
+
+
+def eval_rows(n_rows: int, n: int) -> np.ndarray:
+    """A uniform sample of n of n_rows examples, drawn with a fixed seed and kept in data order.
+    Never a prefix: held-out splits are often sorted (binarized MNIST's test set by digit), and
+    the first rows would be a biased estimate."""
+    return np.sort(np.random.default_rng(EVAL_SEED).choice(n_rows, size=n, replace=False))
 
 
 def loader(ds: Dataset, batch_size: int, sampler: Sampler | None = None, workers: int = 0,

@@ -23,6 +23,7 @@ from pipelines import stage1
 from pipelines.checkpoint import list_checkpoints, newest_loadable, write_atomically
 from pipelines.likelihood import Score, score_examples
 from pipelines.limits import check_decode_memory
+from pipelines.order import Ordering
 from pipelines.recipe import Recipe, load_recipe
 from pipelines.rundir import (
     RECIPE_FILE,
@@ -55,6 +56,7 @@ class Pipeline:
         self._prior = prior
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.class_names: list[str] | None = None  # from the data's ClassLabel, when it has one
+        self._ordering: Ordering | None = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -62,6 +64,25 @@ class Pipeline:
                     registries: Registries | None = None) -> Pipeline:
         r = load_recipe(recipe, overrides, registries)
         return cls(r, stage1.build_tokenizer(r.tokenizer))
+
+    @property
+    def ordering(self) -> Ordering:
+        """The recipe's order of positions (`order:`) over the tokenizer's layout."""
+        layout = self.tokenizer.layout
+        if self._ordering is None or self._ordering.layout != layout:
+            self._ordering = Ordering(self.recipe.order, layout)
+        return self._ordering
+
+    @property
+    def ordered_tokenizer(self) -> Any:
+        """The tokenizer as the prior sees it: `encode` returns ids in the recipe's order,
+        `decode` takes them back to data order. Everything that feeds the prior encodes through
+        it (training data, scoring, `encode`); for raster order it is the tokenizer itself."""
+        return self.ordering.wrap(self.tokenizer)
+
+    def encode(self, example: Any) -> torch.Tensor:
+        """One example as the prior reads it: encoded, in the recipe's order of positions."""
+        return self.ordered_tokenizer.encode(example)
 
     @property
     def prior(self) -> Prior:
@@ -166,7 +187,8 @@ class Pipeline:
         prompt = prompt if prompt is not None else (self.recipe.sample.prompt or "")
         layout = self.tokenizer.layout
         if layout.kind == "grid":
-            return self.tokenizer.decode_batch(result.tokens.view(-1, *layout.shape).cpu())
+            # the prior generates in its order; samples go back to data order
+            return self.ordered_tokenizer.decode_batch(result.tokens.view(-1, *layout.shape).cpu())
         if self.tokenizer.modality != "text":  # audio: waveforms, no text prompt to prepend
             return [self.tokenizer.decode(ids.cpu()) for ids in result.sequences()]
         return [prompt + self.tokenizer.decode(ids.cpu()) for ids in result.sequences()]
@@ -237,7 +259,7 @@ class Pipeline:
         keep = [i for i, x in enumerate(examples) if self.tokenizer.count_units(x) > 0]
         if not keep:
             raise DataError("nothing to score: the data is empty.")
-        return score_examples(self.prior, self.tokenizer, [examples[i] for i in keep],
+        return score_examples(self.prior, self.ordered_tokenizer, [examples[i] for i in keep],
                               [labels[i] for i in keep] if labels is not None else None,
                               [ids[i] for i in keep], batch_size, per_token, process_state())
 

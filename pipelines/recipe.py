@@ -11,6 +11,8 @@
 - `${data_dir}` is the top-level `data_dir` key, else $TOKAR_DATA_DIR, else ./data.
 - `tokenizer: {name: vqvae, pretrained: RUN_DIR}` loads a trained tokenizer (a run directory or a
   saved tokenizer folder) instead of fitting one: stage 1 trained once, reused by many priors.
+- `order: {name: snake}` sets the order in which the prior sees each example's positions
+  (pipelines/order.py); raster by default.
 - `source:`/`name:` pick registered components by name (never import paths); each section is then
   checked against that component's config schema, and values against what training accepts
   (seeds the random generators take, betas in [0, 1), logits processors that exist and take their
@@ -26,21 +28,23 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.order import OrderConfig, order_problems
 from pipelines.safeio import read_text
+from pipelines.scheduled_sampling import ScheduledSamplingConfig
 from plugins.errors import RecipeError, RegistryError, TokarError, did_you_mean
 from plugins.registry import Registries
 from plugins.shared import ValueSpace
 from priors.decoding import DecodeConfig
 from priors.heads.base import head_spec
 
-SECTIONS = ("data_dir", "data", "tokenizer", "prior", "train", "sample")
+SECTIONS = ("data_dir", "data", "tokenizer", "prior", "order", "train", "sample")
 _VAR = re.compile(r"\$\{([^}]*)\}")
 MAX_RECIPE_BYTES = 1 << 20
 MAX_VALUES = 100_000  # scalars, lists and mappings after alias expansion
@@ -79,6 +83,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(1337, ge=0, lt=2**32, description="seeds every random generator of training")
     memory_limit_gb: float | None = Field(None, gt=0, description="refuse a model and batch "
                                           "estimated to need more; default: this machine's memory")
+    scheduled_sampling: ScheduledSamplingConfig | None = Field(
+        None, description="feed the model its own samples during training (Bengio et al. 2015): "
+        "{schedule: linear, max_p: 0.25, ramp_steps: 1000}; see pipelines/scheduled_sampling.py")
 
     @model_validator(mode="after")
     def _check_min_lr(self) -> TrainConfig:
@@ -117,6 +124,7 @@ class Recipe:
     sample: SampleConfig
     data_dir: str
     source: str | None = None  # where it was loaded from, for messages
+    order: OrderConfig = field(default_factory=OrderConfig)  # the prior's order of positions
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe (defaults filled in): what a run directory stores."""
@@ -127,6 +135,7 @@ class Recipe:
                           **({"pretrained": self.tokenizer.pretrained} if self.tokenizer.pretrained else {}),
                           **self.tokenizer.config.model_dump(mode="json")},
             "prior": {"name": self.prior.name, **self.prior.config.model_dump(mode="json")},
+            "order": self.order.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
             "sample": self.sample.model_dump(mode="json"),
         }
@@ -363,6 +372,10 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
     sample = _model(SampleConfig, raw.get("sample") or {}, "sample", problems)
     if sample is not None:
         problems += check_processors(sample.processors, registries)
+    order = _model(OrderConfig, raw.get("order") or {}, "order", problems)
+    if order is not None:
+        problems += order_problems(order, getattr(tokenizer.cls, "layout_kind", None) if tokenizer else None,
+                                   prior.cls if prior else None)
 
     if tokenizer and prior:
         kind = getattr(tokenizer.cls, "layout_kind", None)
@@ -392,7 +405,7 @@ def validate(raw: dict[str, Any], registries: Registries | None = None, source: 
             )
     if problems:
         raise RecipeError(problems, source)
-    return Recipe(data, tokenizer, prior, train, sample, raw["data_dir"], source)
+    return Recipe(data, tokenizer, prior, train, sample, raw["data_dir"], source, order)
 
 
 def check_processors(specs: list[Any], registries: Registries) -> list[str]:

@@ -203,7 +203,8 @@ class TrainingRun:
 
     def _tokenize(self, splits) -> dict[str, Any]:
         config = self.pipe.recipe.data.config
-        return data_lib.tokenize(splits, self.pipe.tokenizer, getattr(config, "num_proc", None),
+        # in the prior's order of positions (recipe `order:`); the cache key names the order
+        return data_lib.tokenize(splits, self.pipe.ordered_tokenizer, getattr(config, "num_proc", None),
                                  getattr(config, "shuffle_buffer", 10_000))
 
     def _claim_run_dir(self, run_dir: str | Path | None, ps: PartialState) -> Path:

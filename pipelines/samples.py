@@ -1,5 +1,5 @@
 """Writing decoded samples in the data's own form: text files, PNG grids of images, WAV files
-of audio (with one PNG of their waveforms and spectrograms).
+of audio (with one PNG of their waveforms and spectrograms), CSV rows of real feature vectors.
 
 Every file is rendered in memory first, then written atomically (pipelines/safeio.py): a full disk
 is one error naming the file and its size, and no half-written file is left behind. An output
@@ -110,4 +110,10 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
             write_bytes_atomically(path, text.encode("utf-8"))
             paths.append(path)
         return paths
+    if isinstance(examples[0], np.ndarray) and all(np.ndim(x) == 1 for x in examples):
+        # real feature vectors (the `real` tokenizer with vector: true): one CSV row each
+        path = out if out.suffix.lower() == ".csv" else ensure_folder(out) / "samples.csv"
+        rows = [",".join(f"{v:.6g}" for v in np.asarray(x, dtype=np.float64)) for x in examples]
+        write_bytes_atomically(path, ("\n".join(rows) + "\n").encode("utf-8"))
+        return [path]
     raise TokarError(f"don't know how to write samples of type {type(examples[0]).__name__}")

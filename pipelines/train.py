@@ -11,6 +11,8 @@ handles mixed precision and gradient accumulation. `train.batch_size` is per pro
 - Exact resume: a checkpoint holds weights, optimizer, scheduler, every process's RNG state and the
   number of batches consumed; the batch order depends only on the seed (pipelines/batches.py), so
   a resumed run reaches the weights an uninterrupted one would.
+- Opt-in scheduled sampling (`train.scheduled_sampling`, pipelines/scheduled_sampling.py): the
+  loss of a batch whose inputs are partly the model's own samples.
 - Guards: a NaN/inf loss stops the run naming the step and the last good checkpoint; a failed save
   (disk full) never touches earlier checkpoints; what an evaluation writes (samples) runs after
   that step's checkpoint, so it can never cost the step.
@@ -43,6 +45,7 @@ from pipelines.progress import progress_bar
 from pipelines.recipe import TrainConfig
 from pipelines.rundir import finite
 from pipelines.safeio import writing
+from pipelines.scheduled_sampling import ScheduledSampling
 from pipelines.streaming import StreamBatches, TokenStream
 from plugins.errors import DataError, TokarError
 from priors.base import Prior
@@ -191,6 +194,8 @@ class Trainer:
         self.state = TrainState()
         self._resumed: ck.Checkpoint | None = None
         self._writer = ck.writer_id(accelerator)  # temporary checkpoint folders are this writer's
+        self.scheduled = None if cfg.scheduled_sampling is None else ScheduledSampling(
+            cfg.scheduled_sampling, prior, accelerator.num_processes, cfg.seed, accelerator.process_index)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def resume_from(self, ckpt: ck.Checkpoint) -> None:
@@ -245,6 +250,13 @@ class Trainer:
     def _cond(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         return batch.get("label") if self.prior.num_classes else None
 
+    def _token_nll(self, ids: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The training loss per position: teacher forcing, or under scheduled sampling."""
+        if self.scheduled is None:
+            return token_nll(self.model, self.prior, ids, cond)
+        return self.scheduled.token_nll(self.model, self.prior, ids, cond, self.state.step,
+                                        self.state.batches_consumed)
+
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         with logging_redirect_tqdm():
@@ -281,7 +293,7 @@ class Trainer:
                 with acc.accumulate(self.model):
                     # Through model(...), not prior.loss: a DDP wrapper syncs gradients in forward.
                     ids = batch["ids"]
-                    loss = token_nll(self.model, self.prior, ids, self._cond(batch)).mean()
+                    loss = self._token_nll(ids, self._cond(batch)).mean()
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip is not None:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

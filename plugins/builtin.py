@@ -27,15 +27,23 @@ def tokar_register_tokenizers(register: Register) -> None:
 
 @hookimpl
 def tokar_register_priors(register: Register) -> None:
+    from priors.fvsbn import FVSBN
     from priors.gpt import GPT
     from priors.lstm import LSTM
+    from priors.made import MADE
+    from priors.nade import NADE
     from priors.pixelcnn import PixelCNN
+    from priors.rnn import RNN
     from priors.wavenet import WaveNet
 
     register("gpt", GPT)
     register("lstm", LSTM)
     register("pixelcnn", PixelCNN)
     register("wavenet", WaveNet)
+    register("fvsbn", FVSBN)
+    register("nade", NADE)
+    register("made", MADE)
+    register("rnn", RNN)
 
 
 @hookimpl
@@ -43,6 +51,7 @@ def tokar_register_sources(register: Register) -> None:
     from pipelines.audio_sources import FSDDSource, HFAudioSource, WavFolderSource
     from pipelines.data import DigitsSource, HFSource, TextSource
     from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
+    from pipelines.table_sources import SklearnTableSource
 
     register("binarized_mnist", BinarizedMNISTSource)
     register("fsdd", FSDDSource)
@@ -52,6 +61,7 @@ def tokar_register_sources(register: Register) -> None:
     register("text", TextSource)
     register("hf", HFSource)
     register("sklearn_digits", DigitsSource)
+    register("sklearn_table", SklearnTableSource)
 
 
 @hookimpl

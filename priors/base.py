@@ -95,6 +95,7 @@ class Prior(nn.Module, ABC):
     Config: ClassVar[type[PriorConfig]] = PriorConfig
     layouts: ClassVar[frozenset[str]] = frozenset({"seq", "grid"})
     continuous_inputs: ClassVar[bool] = False  # True: models Layout(dims=D) values too
+    raster_only: ClassVar[bool] = False  # True: its structure assumes raster order (no `order:`)
     format_version: ClassVar[int] = 1
 
     def __init__(self, config: PriorConfig, vocab_size: int, layout: Layout):

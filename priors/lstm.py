@@ -56,8 +56,7 @@ class LSTM(Prior):
                              f"a categorical head; head '{self.distribution.name}' has none")
         self.wte = embedding(self.space, c.n_embd)
         self.start = StartToken(c.n_embd, c.n_classes)
-        self.lstm = nn.LSTM(c.n_embd, c.n_hidden, c.n_layer, batch_first=True,
-                            dropout=c.dropout if c.n_layer > 1 else 0.0)
+        self._build_core(c)
         self.drop = nn.Dropout(c.dropout)
         if c.tie_embeddings:
             self.proj = nn.Linear(c.n_hidden, c.n_embd)
@@ -67,6 +66,14 @@ class LSTM(Prior):
             self.proj = nn.Identity()
             self.head = nn.Linear(c.n_hidden, self.n_params)
 
+    def _build_core(self, c: LSTMConfig) -> None:
+        self.lstm = nn.LSTM(c.n_embd, c.n_hidden, c.n_layer, batch_first=True,
+                            dropout=c.dropout if c.n_layer > 1 else 0.0)
+
+    def _core(self, x: torch.Tensor, hc: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """The recurrence over x (B, k, n_embd): outputs (B, k, n_hidden) and the new (h, c)."""
+        return self.lstm(x, hc)
+
     def _logits(self, out: torch.Tensor) -> torch.Tensor:
         return self.head(self.proj(self.drop(out)))  # (B, T, n_params)
 
@@ -75,12 +82,12 @@ class LSTM(Prior):
         if T == 0:
             return torch.empty(B, 0, self.n_params, device=ids.device)
         x = torch.cat([self.start(B, cond), self.wte(ids[:, :-1])], dim=1)  # (B, T, n_embd)
-        out, _ = self.lstm(x)
+        out, _ = self._core(x)
         return self._logits(out)
 
     # -- incremental decoding ------------------------------------------------------------------
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
-        out, (h, c) = self.lstm(self.start(batch_size, cond))
+        out, (h, c) = self._core(self.start(batch_size, cond))
         return StepOutput(self._logits(out)[:, -1], LSTMState(h, c))
 
     def step(self, state: LSTMState, ids: torch.Tensor) -> StepOutput:
@@ -91,13 +98,13 @@ class LSTM(Prior):
         fused = max(0, k - keep)
         outs, h, c = [], state.h, state.c
         if fused:
-            out, (h, c) = self.lstm(x[:, :fused], (h, c))
+            out, (h, c) = self._core(x[:, :fused], (h, c))
             outs.append(out)
             state.history.clear()
         history = state.history
         for t in range(fused, k):
             history.append((h, c))
-            out, (h, c) = self.lstm(x[:, t : t + 1], (h, c))
+            out, (h, c) = self._core(x[:, t : t + 1], (h, c))
             outs.append(out)
         del history[: max(0, len(history) - keep)]
         state.h, state.c = h, c
