@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from plugins.errors import LayoutError
+from plugins.errors import DecodingError, LayoutError
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
@@ -310,6 +310,20 @@ class GPT(Prior):
     @property
     def max_rewind(self) -> int:
         return self.config.block_size - 1
+
+    def early_exit(self, n_layer: int) -> GPT:
+        """The first `n_layer` blocks, then this model's final norm and output head: a draft
+        for self-speculative decoding that shares every weight with this model."""
+        if not 1 <= n_layer < self.config.n_layer:
+            raise DecodingError(f"a self-speculative draft takes 1 to {self.config.n_layer - 1} "
+                                f"of this GPT's {self.config.n_layer} layers, got {n_layer}.")
+        with torch.device("meta"):  # every module is replaced by the target's own below
+            draft = GPT(self.config.model_copy(update={"n_layer": n_layer}), self.vocab_size,
+                        self.layout)
+        for name in ("wte", "wpe", "start", "drop", "ln_f", "lm_head"):
+            setattr(draft, name, getattr(self, name))
+        draft.h = nn.ModuleList(list(self.h[:n_layer]))
+        return draft.train(self.training)
 
     def rewind(self, state: KVCache, n: int) -> KVCache:
         if n <= 0:
