@@ -52,6 +52,9 @@ def tokar_register_sources(register: Register) -> None:
     register("text", TextSource)
     register("hf", HFSource)
     register("sklearn_digits", DigitsSource)
+    from pipelines.distill import TeacherSamplesSource
+
+    register("teacher_samples", TeacherSamplesSource)
 
 
 @hookimpl
