@@ -300,12 +300,12 @@ class PixelCNN(Prior):
             if p0 + 1 <= last:  # params of positions p0 + 1 .. last: one pass over their columns
                 c_a = ((p0 + 1) // C) % self.width
                 cols = self._columns(state, c_a, (last // C) % self.width)  # (B, ncols, C, P)
-                q = torch.arange(p0 + 1, last + 1)
+                q = torch.arange(p0 + 1, last + 1, device=cols.device)
                 outs.append(cols[:, (q // C) % self.width - c_a, q % C])
             if p1 % WC == 0:  # the row is complete
                 if p1 == T:  # the image is complete: nothing left to predict
-                    outs.append(ids.new_zeros(ids.size(0), 1, self.n_params, dtype=torch.float32)
-                                if not outs else outs[-1][:, -1:])
+                    outs.append(outs[-1][:, -1:] if outs else torch.zeros(
+                        ids.size(0), 1, self.n_params, dtype=self.embed.weight.dtype, device=ids.device))
                 else:
                     self._advance_rows(state, p1 // WC - 1)
                     outs.append(self._columns(state, 0, 0)[:, :, 0])
