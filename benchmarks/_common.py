@@ -13,8 +13,28 @@ from typing import Any
 import torch
 
 
+def cpu() -> dict[str, Any]:
+    """The CPU model and the instruction-set flags that decide reduced-precision speed (speed
+    ratios move with them: print them beside every ratio)."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16",
+              "amx_int8")
+    return {"model": model, "flags": [f for f in wanted if f in flags],
+            "torch_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def machine() -> dict[str, Any]:
     return {
+        "cpu": cpu(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),

@@ -1,16 +1,21 @@
-"""Speculative decoding on trained Tiny Shakespeare models vs the target alone, and the quality
-cost of reduced-precision weights.
+"""Speculative decoding on trained Tiny Shakespeare models, every draft kind vs the target alone,
+and the quality cost of reduced-precision weights.
 
     TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt_large.yaml --run-dir runs/large
     TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt_draft.yaml --run-dir runs/draft
-    TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt.yaml --run-dir runs/small
-    TOKAR_DATA_DIR=../shared/data python benchmarks/decode_speculative.py runs/large runs/draft runs/small
+    TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt_distilled_draft.yaml \
+        data.run=runs/large tokenizer.pretrained=runs/large --run-dir runs/distilled
+    TOKAR_DATA_DIR=../shared/data python benchmarks/decode_speculative.py runs/large \
+        --draft runs/draft --draft runs/distilled [--small runs/small]
 
-Speculative: target = the 6x6x384 model, draft = the 1-layer model; 256 new tokens after a
-64-character prompt from the validation text, greedy and temperature 1, several prompts, rounds
-alternating target-alone and speculative; acceptance rate and wall-clock speedup (median).
-Precision: validation bits/char of the 4x4x128 model (and the large one) in fp32, bf16 and int8,
-scored the same way (Pipeline.score over the first 20,000 validation characters).
+Draft kinds: each `--draft` run (a prior), `ngram` (prompt lookup, no model) and `layers:M`
+(the target's first M layers) for each `--layers M`. 256 new tokens after 64 characters of the
+validation text (prompts spread uniformly over it), greedy and temperature 1; for each prompt
+the target alone and every draft kind run in one alternating round (order reversed on odd
+prompts); acceptance rate and wall-clock speed-up over the target alone (median over prompts).
+Greedy outputs are checked identical to the target's own. Precision: validation bits/char of
+the target (and of `--small`) in fp32, bf16 and int8, each scored the same way
+(Pipeline.score over 20,000 characters spread uniformly over the validation text).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit  # noqa: E402
+from _common import Stopwatch, cpu, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -33,58 +38,88 @@ def timed(pipe: Pipeline, **kw) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def uniform_slices(text: str, n: int, size: int) -> list[str]:
+    step = (len(text) - size) // max(1, n)
+    return [text[i * step : i * step + size] for i in range(n)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("target")
-    ap.add_argument("draft")
-    ap.add_argument("small")
+    ap.add_argument("--draft", action="append", default=[], help="a draft run (repeatable)")
+    ap.add_argument("--layers", type=int, action="append", default=None,
+                    help="self-speculation with the target's first M layers (repeatable)")
+    ap.add_argument("--small", help="a second run for the precision table")
     ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--draft-tokens", type=int, default=4)
+    ap.add_argument("--ngram-draft-tokens", type=int, default=8)
+    ap.add_argument("--no-precision", action="store_true")
     args = ap.parse_args()
-    target, draft = Pipeline.load(args.target), Pipeline.load(args.draft)
+    target = Pipeline.load(args.target)
+    n_layer = target.prior.config.n_layer
+    kinds: dict[str, tuple[object, int]] = {"ngram": ("ngram", args.ngram_draft_tokens)}
+    for m in args.layers or [max(1, n_layer // 3)]:
+        kinds[f"layers:{m}"] = (f"layers:{m}", args.draft_tokens)
+    for run in args.draft:
+        kinds[Path(run).name] = (Pipeline.load(run), args.draft_tokens)
     splits = target.recipe.data.cls(target.recipe.data.config).load()
     val_text = splits["validation"]["example"][0]
-    prompts = [val_text[i * 5000 : i * 5000 + 64] for i in range(args.prompts)]
+    prompts = uniform_slices(val_text, args.prompts, 64)
 
     speculative = {}
+    watch = Stopwatch().__enter__()
     for mode, kw in {"greedy": {"greedy": True}, "temperature_1": {"temperature": 1.0}}.items():
-        alone, spec, rates, same = [], [], [], []
+        alone: list[float] = []
+        per_kind = {k: {"seconds": [], "rates": [], "same": []} for k in kinds}
         for i, prompt in enumerate(prompts):
-            common = dict(prompt=prompt, max_new_tokens=256, seed=i, **kw)
-            pairs = [("alone", {}), ("spec", {"draft": draft, "num_draft_tokens": args.draft_tokens})]
+            common = dict(prompt=prompt, max_new_tokens=args.new_tokens, seed=i, top_k=None,
+                          top_p=None, min_p=None, **kw)
+            order = ["alone", *kinds]
             if i % 2:
-                pairs.reverse()
+                order.reverse()
             results = {}
-            for name, extra in pairs:
+            for name in order:
+                extra = {} if name == "alone" else {"draft": kinds[name][0],
+                                                    "num_draft_tokens": kinds[name][1]}
                 results[name] = timed(target, **common, **extra)
             alone.append(results["alone"][0])
-            spec.append(results["spec"][0])
-            rates.append(results["spec"][1].acceptance_rate)
-            same.append(bool((results["spec"][1].tokens == results["alone"][1].tokens).all()))
-            print(f"{mode} prompt {i}: alone {alone[-1]:.2f}s, speculative {spec[-1]:.2f}s, "
-                  f"acceptance {rates[-1]:.2f}", file=sys.stderr)
-        speculative[mode] = {
-            "target_alone_seconds": alone, "speculative_seconds": spec,
-            "acceptance_rate_mean": statistics.mean(rates),
-            "speedup_median": statistics.median(a / s for a, s in zip(alone, spec, strict=True)),
-            "target_tokens_per_second_median": 256 / statistics.median(alone),
-            "speculative_tokens_per_second_median": 256 / statistics.median(spec),
-        }
-        if mode == "greedy":
-            speculative[mode]["identical_to_target_greedy"] = all(same)
+            for k in kinds:
+                per_kind[k]["seconds"].append(results[k][0])
+                per_kind[k]["rates"].append(results[k][1].acceptance_rate or 0.0)
+                per_kind[k]["same"].append(bool((results[k][1].tokens == results["alone"][1].tokens).all()))
+            print(f"{mode} prompt {i}: alone {alone[-1]:.2f}s, " + ", ".join(
+                f"{k} {results[k][0]:.2f}s ({results[k][1].acceptance_rate or 0:.2f})" for k in kinds),
+                file=sys.stderr)
+        speculative[mode] = {"target_alone_seconds": alone,
+                             "target_tokens_per_second_median": args.new_tokens / statistics.median(alone)}
+        for k, r in per_kind.items():
+            speculative[mode][k] = {
+                "draft_tokens": kinds[k][1],
+                "seconds": r["seconds"],
+                "acceptance_rate_mean": statistics.mean(r["rates"]),
+                "speedup_median": statistics.median(a / s for a, s in zip(alone, r["seconds"], strict=True)),
+                **({"identical_to_target_greedy": all(r["same"])} if mode == "greedy" else {}),
+            }
+    watch.__exit__(None, None, None)
 
-    text = val_text[:20_000]
     precision = {}
-    for name, run in (("small_4x4x128", args.small), ("large_6x6x384", args.target)):
-        scores = {p: Pipeline.load(run, precision=p).score([text]).bits_per_unit
-                  for p in ("fp32", "bf16", "int8")}
-        precision[name] = {"bits_per_char": scores,
-                           "delta_bf16": scores["bf16"] - scores["fp32"],
-                           "delta_int8": scores["int8"] - scores["fp32"]}
-    emit({"benchmark": "decode_speculative", "draft_tokens": args.draft_tokens,
-          "prompts": len(prompts), "new_tokens": 256, "speculative": speculative,
+    if not args.no_precision:
+        text = "".join(uniform_slices(val_text, 20, 1000))
+        for name, run in (("target", args.target), ("small", args.small)):
+            if run is None:
+                continue
+            scores = {p: Pipeline.load(run, precision=p).score([text]).bits_per_unit
+                      for p in ("fp32", "bf16", "int8")}
+            precision[name] = {"run": run, "bits_per_char": scores,
+                               "delta_bf16": scores["bf16"] - scores["fp32"],
+                               "delta_int8": scores["int8"] - scores["fp32"]}
+    emit({"benchmark": "decode_speculative", "target": args.target,
+          "prompts": len(prompts), "new_tokens": args.new_tokens, "cpu": cpu(),
+          "cpu_share": watch.cpu_share, "speculative": speculative,
           "precision_quality": precision,
-          "targets": {"speculative speedup": ">= 1.5", "precision bits/char change": "<= 0.01"}})
+          "targets": {"speculative speedup (best kind)": ">= 1.5",
+                      "precision bits/char change": "<= 0.01"}})
 
 
 if __name__ == "__main__":

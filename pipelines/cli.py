@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="text to continue")
     p.add_argument("--stop", action="append", help="a one-token string that ends a sample "
                    "(repeatable)")
-    p.add_argument("--draft", metavar="DRAFT_RUN_DIR", help="speculative decoding with this "
-                   "smaller run (same tokenizer) as the draft")
+    p.add_argument("--draft", metavar="DRAFT", help="speculative decoding: a smaller run "
+                   "(same tokenizer) as the draft, 'ngram[:N]' (prompt lookup, no model) or "
+                   "'layers:M' (the target's own first M layers)")
     p.add_argument("--draft-tokens", type=int, help="tokens per draft (default 4)")
     p.add_argument("--seed", type=int)
     p.add_argument("--class", dest="label", metavar="LABEL",

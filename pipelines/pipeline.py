@@ -39,6 +39,7 @@ from plugins.errors import DataError, LayoutError, RunDirError, TokarError, did_
 from plugins.registry import Registries
 from priors import DecodeConfig, Generation, generate
 from priors.base import Prior
+from priors.drafts import is_draft_spec
 from priors.quantize import to_precision
 from tokenizers_ar.base import Tokenizer
 
@@ -133,7 +134,8 @@ class Pipeline:
         """Sample token ids: `decoding` overrides the recipe's `sample:` settings (temperature,
         top_k, top_p, min_p, repetition_penalty, greedy, num_beams, length_penalty,
         max_new_tokens, stop, num_draft_tokens). `draft`: a pipeline (or run directory) with
-        the same tokenizer for speculative decoding. The prompt's ids are not in the result."""
+        the same tokenizer for speculative decoding, or "ngram[:N]" (prompt lookup, no model)
+        or "layers:M" (the target's first M layers). The prompt's ids are not in the result."""
         s = self.recipe.sample
         settings = {**s.model_dump(), **{k: v for k, v in decoding.items() if v is not None}}
         n = settings.pop("n") if n is None else n
@@ -166,7 +168,9 @@ class Pipeline:
             raise TokarError(f"invalid decoding settings: {exc.errors()[0]['loc'][0]}: "
                              f"{exc.errors()[0]['msg']}") from exc
         draft_prior = None
-        if draft is not None:
+        if is_draft_spec(draft) and not Path(draft).is_dir():
+            draft_prior = draft  # "ngram[:N]" or "layers:M": built from the target itself
+        elif draft is not None:
             draft_pipe = draft if isinstance(draft, Pipeline) else Pipeline.load(draft)
             if draft_pipe.tokenizer.fingerprint() != self.tokenizer.fingerprint():
                 raise TokarError("the draft run uses a different tokenizer: speculative decoding "

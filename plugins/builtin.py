@@ -50,6 +50,7 @@ def tokar_register_priors(register: Register) -> None:
 def tokar_register_sources(register: Register) -> None:
     from pipelines.audio_sources import FSDDSource, HFAudioSource, WavFolderSource
     from pipelines.data import DigitsSource, HFSource, TextSource
+    from pipelines.distill import TeacherSamplesSource
     from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
     from pipelines.table_sources import SklearnTableSource
 
@@ -62,6 +63,7 @@ def tokar_register_sources(register: Register) -> None:
     register("hf", HFSource)
     register("sklearn_digits", DigitsSource)
     register("sklearn_table", SklearnTableSource)
+    register("teacher_samples", TeacherSamplesSource)
 
 
 @hookimpl

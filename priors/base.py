@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from plugins.errors import CheckpointError
+from plugins.errors import CheckpointError, DecodingError
 from plugins.shared import Layout, ValueSpace, read_config, write_config
 from priors.heads.base import Head, build_head, head_spec
 
@@ -169,6 +169,13 @@ class Prior(nn.Module, ABC):
             f"prior '{self.name}' cannot rewind its decoding state, so it cannot take part in "
             "speculative decoding (implement Prior.rewind)."
         )
+
+    def early_exit(self, n_layer: int) -> Prior:
+        """A draft for self-speculative decoding: this prior's first `n_layer` layers and its
+        output head, sharing its weights."""
+        raise DecodingError(f"prior '{self.name}' cannot draft with its own first layers "
+                            "(self-speculation needs a prior that implements early_exit, such "
+                            "as gpt); use a draft prior or the 'ngram' draft.")
 
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

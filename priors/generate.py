@@ -4,7 +4,8 @@ resolves named processors through the plugin registry, and dispatches to a strat
     generate(prior, 4, DecodeConfig(max_new_tokens=100, temperature=0.8, top_p=0.9))
 
 ancestral sampling or greedy (priors/sampling.py), beam search with `num_beams > 1`
-(priors/beam.py), speculative decoding with a `draft` prior (priors/speculative.py).
+(priors/beam.py), speculative decoding with a `draft` (priors/speculative.py): a draft prior,
+"ngram" (prompt lookup) or "layers:M" (the target's first M layers), priors/drafts.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from priors.base import Prior
 from priors.beam import beam_search
 from priors.decoding import DecodeConfig, Generation, check_config
+from priors.drafts import Drafter
 from priors.processors import LogitsProcessor, resolve_processors
 from priors.sampling import sample
 from priors.speculative import speculative
@@ -30,7 +32,7 @@ def generate(
     cond: torch.Tensor | None = None,
     prompt: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    draft: Prior | None = None,
+    draft: Prior | Drafter | str | None = None,
     processors: Sequence[LogitsProcessor] = (),
 ) -> Generation:
     """Generate `config.max_new_tokens` values for `batch_size` sequences.
@@ -38,7 +40,7 @@ def generate(
     `prompt` (B, P) is fed in one parallel pass (in chunks past the context) and is not part of
     the output. Processors apply in order: the built-in fields of `config`, the ones it names
     (`config.processors`, resolved through the registry), then the callables in `processors`.
-    With `config.num_beams > 1` this is beam search; with a `draft` prior, speculative decoding
+    With `config.num_beams > 1` this is beam search; with a `draft`, speculative decoding
     (same distribution, fewer target passes).
     """
     config = config or DecodeConfig()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from plugins.errors import LayoutError
+from plugins.errors import DecodingError, LayoutError
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
@@ -103,13 +103,47 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
+    def decode_one(self, x: torch.Tensor, kv: torch.Tensor, pos: int) -> torch.Tensor:
+        """One new position per row, x (B, C), keys and values of this layer kv
+        (2, B, nh, block_size, hs) filled up to `pos`: the same arithmetic as forward, written
+        as few ops as it can be (no module calls, views instead of transposes, one copy of the
+        new key and value into the cache, residuals added by the matrix products)."""
+        a, m = self.attn, self.mlp
+        B, C = x.shape
+        nh = a.n_head
+        h = F.layer_norm(x, (C,), self.ln_1.weight, self.ln_1.bias)
+        qkv = _linear(h, a.c_attn).view(B, 3, nh, C // nh)
+        kv[:, :, :, pos] = qkv[:, 1:].transpose(0, 1)  # keys and values in one copy
+        # one query: two batched products and a softmax cost about half of the fused
+        # attention kernel's fixed overhead on CPU at this size
+        q = qkv[:, 0, :, None] * (C // nh) ** -0.5  # (B, nh, 1, hs)
+        w = torch.matmul(q, kv[0, :, :, : pos + 1].transpose(-1, -2)).softmax(-1)
+        y = torch.matmul(w, kv[1, :, :, : pos + 1])  # (B, nh, 1, hs)
+        x = _linear_residual(x, y.view(B, C), a.c_proj)
+        h = F.layer_norm(x, (C,), self.ln_2.weight, self.ln_2.bias)
+        return _linear_residual(x, F.gelu(_linear(h, m.c_fc)), m.c_proj)
+
+
+def _linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """layer(x) without the module call's overhead when it is a plain nn.Linear (a quantized
+    replacement, priors/quantize.py, is called as it is)."""
+    return F.linear(x, layer.weight, layer.bias) if type(layer) is nn.Linear else layer(x)
+
+
+def _linear_residual(x: torch.Tensor, y: torch.Tensor, proj: nn.Module) -> torch.Tensor:
+    """x + proj(y) for 2-d x, y: the residual is the matrix product's accumulator."""
+    if type(proj) is not nn.Linear:
+        return proj(y).add_(x)
+    out = torch.addmm(x, y, proj.weight.t())
+    return out if proj.bias is None else out.add_(proj.bias)
+
 
 @dataclass
 class KVCache:
-    """Preallocated keys and values of every layer, filled up to `pos` positions."""
+    """Preallocated keys and values of every layer, filled up to `pos` positions, written in
+    place: decoding allocates no cache memory after init_state."""
 
-    k: torch.Tensor  # (n_layer, B, nh, block_size, hs)
-    v: torch.Tensor
+    kv: torch.Tensor  # (n_layer, 2, B, nh, block_size, hs): keys [:, 0], values [:, 1]
     pos: int
     history: torch.Tensor  # (B, capacity[, D]) every value fed; the first `seen` are valid
     cond: torch.Tensor | None
@@ -132,12 +166,13 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         T = k.size(2)
         end = self.pos + T
-        self.k[layer, :, :, self.pos : end] = k
-        self.v[layer, :, :, self.pos : end] = v
+        kv = self.kv[layer]
+        kv[0, :, :, self.pos : end] = k
+        kv[1, :, :, self.pos : end] = v
         mask = None
         if T > 1:  # new positions attend to all cached ones and causally among themselves
             mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=self.pos)
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask
+        return kv[0, :, :, :end], kv[1, :, :, :end], mask
 
 
 class GPT(Prior):
@@ -209,10 +244,9 @@ class GPT(Prior):
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
         c = self.config
         p = self.wte.weight
-        shape = (c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        shape = (c.n_layer, 2, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
         cache = KVCache(
-            k=torch.empty(shape, dtype=p.dtype, device=p.device),
-            v=torch.empty(shape, dtype=p.dtype, device=p.device),
+            kv=torch.empty(shape, dtype=p.dtype, device=p.device),
             pos=0,
             history=(torch.zeros(batch_size, c.block_size, self.space.size, device=p.device)
                      if self.space.continuous else
@@ -224,6 +258,8 @@ class GPT(Prior):
 
     def step(self, state: KVCache, ids: torch.Tensor) -> StepOutput:
         B = self.config.block_size
+        if ids.size(1) == 1 and state.pos < B and not self.training:  # the decoding hot path
+            return StepOutput(self._decode_one(state, ids)[:, None], state)
         outs, i, k = [], 0, ids.size(1)
         while i < k:
             if state.pos == B:  # the window is full: slide it before the next token
@@ -234,6 +270,17 @@ class GPT(Prior):
             state.append(chunk)
             i += take
         return StepOutput(torch.cat(outs, dim=1), state)
+
+    def _decode_one(self, state: KVCache, ids: torch.Tensor) -> torch.Tensor:
+        """One value per row, ids (B, 1), at a position inside the window -> params (B, P)."""
+        pos = state.pos
+        x = self.wte(ids[:, 0]) + self.wpe.weight[pos]  # (B, C)
+        kv = state.kv
+        for i, block in enumerate(self.h):
+            x = block.decode_one(x, kv[i], pos)
+        state.pos = pos + 1
+        state.append(ids)
+        return _linear(self.ln_f(x), self.lm_head)
 
     @property
     def _keep(self) -> int:
@@ -255,8 +302,7 @@ class GPT(Prior):
         return self._run(x, state)
 
     def reorder_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
-        state.k = state.k.index_select(1, index)
-        state.v = state.v.index_select(1, index)
+        state.kv = state.kv.index_select(2, index)
         state.history = state.history.index_select(0, index)
         state.cond = state.cond.index_select(0, index) if state.cond is not None else None
         return state
@@ -264,6 +310,20 @@ class GPT(Prior):
     @property
     def max_rewind(self) -> int:
         return self.config.block_size - 1
+
+    def early_exit(self, n_layer: int) -> GPT:
+        """The first `n_layer` blocks, then this model's final norm and output head: a draft
+        for self-speculative decoding that shares every weight with this model."""
+        if not 1 <= n_layer < self.config.n_layer:
+            raise DecodingError(f"a self-speculative draft takes 1 to {self.config.n_layer - 1} "
+                                f"of this GPT's {self.config.n_layer} layers, got {n_layer}.")
+        with torch.device("meta"):  # every module is replaced by the target's own below
+            draft = GPT(self.config.model_copy(update={"n_layer": n_layer}), self.vocab_size,
+                        self.layout)
+        for name in ("wte", "wpe", "start", "drop", "ln_f", "lm_head"):
+            setattr(draft, name, getattr(self, name))
+        draft.h = nn.ModuleList(list(self.h[:n_layer]))
+        return draft.train(self.training)
 
     def rewind(self, state: KVCache, n: int) -> KVCache:
         if n <= 0:

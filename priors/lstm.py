@@ -102,13 +102,31 @@ class LSTM(Prior):
             outs.append(out)
             state.history.clear()
         history = state.history
+        cells = not self.training or self.config.dropout == 0
         for t in range(fused, k):
             history.append((h, c))
-            out, (h, c) = self._core(x[:, t : t + 1], (h, c))
+            if cells:  # one token through the layers' cells: far cheaper than a module call
+                out, (h, c) = self._cells(x[:, t], h, c)
+            else:  # training with dropout: the module applies it between layers
+                out, (h, c) = self._core(x[:, t : t + 1], (h, c))
             outs.append(out)
         del history[: max(0, len(history) - keep)]
         state.h, state.c = h, c
         return StepOutput(self._logits(torch.cat(outs, dim=1)), state)
+
+    def _cells(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        """One token through the layers with `torch.lstm_cell`, x (B, n_embd): the same
+        arithmetic as nn.LSTM, which on CPU costs about 6x more per single-token call (its
+        setup, not its math; measured in BENCHMARKS.md, issue 18)."""
+        lstm, hs, cs = self.lstm, [], []
+        for i in range(self.config.n_layer):
+            h_i, c_i = torch.lstm_cell(x, (h[i], c[i]), getattr(lstm, f"weight_ih_l{i}"),
+                                       getattr(lstm, f"weight_hh_l{i}"),
+                                       getattr(lstm, f"bias_ih_l{i}"), getattr(lstm, f"bias_hh_l{i}"))
+            hs.append(h_i)
+            cs.append(c_i)
+            x = h_i
+        return x[:, None], (torch.stack(hs), torch.stack(cs))  # (B, 1, H), (n_layer, B, H) x 2
 
     @property
     def max_rewind(self) -> int:

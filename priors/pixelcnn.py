@@ -24,7 +24,11 @@ learned per-class bias to every gate (the h of the paper's conditional form).
 
 Decoding is cached as in Fast PixelCNN++ (Ramachandran et al. 2017): per layer, the vertical
 stack's rows so far and the current row of the horizontal stack, so a new token costs one column
-per layer instead of a pass over the image (see `step`).
+per layer instead of a pass over the image (see `step`), written as a few matrix products per
+layer with the masks applied once per run (`StepWeights`); k tokens of one row go through in one
+pass over their columns. `rewind` steps back up to one row (the previous row's horizontal caches
+are kept), so a PixelCNN takes part in speculative decoding, as target or as draft.
+Not here: the multi-scale or parallel generation of later work (e.g. Reed et al. 2017).
 """
 
 from __future__ import annotations
@@ -146,18 +150,37 @@ class GatedLayer(nn.Module):
 
 
 @dataclass
+class StepWeights:
+    """Per layer, the weights of one column of the horizontal stack as matrices, masks applied
+    and the gate's outputs reordered [f of every colour group | g of every group] so that
+    tanh(f) * sigmoid(g) is two ops (`tanh_` on the first half, `glu`); made once per
+    decoding run."""
+
+    h_conv: list[torch.Tensor]  # (B, n * kw, 2n): the window's taps, expanded over the batch
+    v_to_h: list[tuple[torch.Tensor, torch.Tensor]]  # (2n, 2n), (B, 2n): + every bias of h
+    h_out: list[tuple[torch.Tensor, torch.Tensor] | None]  # (n, n), (n,)
+    skip: tuple[torch.Tensor, torch.Tensor]  # every layer's skip at once: (n, L * n), (n,)
+    head: list[tuple[torch.Tensor, torch.Tensor]]  # the two 1x1 convolutions of the head
+
+
+@dataclass
 class FastState:
     """Caches of fast generation (Ramachandran et al. 2017), per layer l:
     v[l]: the vertical stack's input, row by row (B, n, H, W): v[0] is the embedded image;
-    vpre[l]: the vertical pre-activations of the last complete row (B, 2n, W), for the
-    horizontal stack of the current row; h[l]: the horizontal input of the current row
-    (B, n, W): h[0] is the embedded current row."""
+    vh[l]: what the rows above give the horizontal stack of the current row (B, W, 2n), biases
+    included; h[l]: the horizontal input of the current row (B, pad + W, n), `pad` zero columns
+    on the left: h[0] is the embedded current row. `spare`, `prev_vh`: the previous row's h and
+    vh, kept so that `rewind` can step back into it."""
 
     v: list[torch.Tensor]
-    vpre: list[torch.Tensor]
+    vh: list[torch.Tensor]
     h: list[torch.Tensor]
     pos: int  # tokens written
     cond: torch.Tensor | None
+    weights: StepWeights
+    row: int = 0  # the row h and vh belong to
+    spare: list[torch.Tensor] | None = None
+    prev_vh: list[torch.Tensor] | None = None
 
 
 class PixelCNN(Prior):
@@ -228,68 +251,144 @@ class PixelCNN(Prior):
     # Generating the token at pixel (r, c) needs (a) the vertical stacks' row r - 1, computed once
     # per row from each layer's last k//2 + 1 rows, and (b) a k//2 + 1 wide window of each
     # layer's horizontal input in row r, whose last column holds the channels written so far of
-    # the current pixel (the masks hide the rest). Each token then costs one column per layer.
+    # the current pixel (the masks hide the rest). Each token then costs one column per layer;
+    # k tokens of one row cost one pass over their columns (what speculative decoding checks).
+    @property
+    def _pad(self) -> int:
+        return max(layer.k for layer in self.layers) // 2
+
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None) -> StepOutput:
         self._check_cond(cond)
         p = self.embed.weight
-        n, L = self.config.n_channels, self.config.n_layer
+        n, L, W = self.config.n_channels, self.config.n_layer, self.width
         zeros = lambda *s: torch.zeros(batch_size, *s, dtype=p.dtype, device=p.device)  # noqa: E731
-        state = FastState(v=[zeros(n, self.height, self.width) for _ in range(L)],
-                          vpre=[zeros(2 * n, self.width) for _ in range(L)],  # row -1: zeros
-                          h=[zeros(n, self.width) for _ in range(L)], pos=0, cond=cond)
-        return StepOutput(self._next_params(state), state)
+        weights = self._step_weights(batch_size, cond)
+        state = FastState(v=[zeros(n, self.height, W) for _ in range(L)],
+                          vh=[b[:, None].expand(-1, W, -1) for _, b in weights.v_to_h],  # row -1: 0
+                          h=[zeros(self._pad + W, n) for _ in range(L)], pos=0, cond=cond,
+                          weights=weights, spare=[zeros(self._pad + W, n) for _ in range(L)])
+        return StepOutput(self._columns(state, 0, 0)[:, 0, 0], state)
+
+    def _step_weights(self, batch_size: int, cond: torch.Tensor | None) -> StepWeights:
+        n, G = self.config.n_channels, self.colours
+        half = n // G
+        order = torch.arange(2 * n).view(G, 2, half)
+        perm = torch.cat([order[:, 0].flatten(), order[:, 1].flatten()])  # [f of groups | g]
+        h_conv, v_to_h, h_out = [], [], []
+        for layer in self.layers:
+            w = layer.h_conv.masked_weight[perm, :, 0]  # (2n, n, kw)
+            kw = w.size(-1)
+            w = F.pad(w, (self._pad + 1 - kw, 0)).flatten(1).t()  # (n * (pad + 1), 2n)
+            h_conv.append(w.expand(batch_size, -1, -1))
+            bias = layer.h_conv.bias + layer.v_to_h.bias
+            if layer.cond is not None:
+                bias = bias + layer.cond(cond)[:, 2 * n :]
+            v_to_h.append((layer.v_to_h.weight[perm, :, 0, 0],
+                           bias[..., perm].expand(batch_size, -1)))
+            h_out.append(None if layer.h_out is None else
+                         (layer.h_out.masked_weight[:, :, 0, 0], layer.h_out.bias))
+        skip = (torch.cat([layer.skip.masked_weight[:, :, 0, 0] for layer in self.layers], 1),
+                sum(layer.skip.bias for layer in self.layers))
+        head = [(m.masked_weight[:, :, 0, 0], m.bias) for m in self.head if isinstance(m, MaskedConv)]
+        return StepWeights(h_conv, v_to_h, h_out, skip, head)
 
     def step(self, state: FastState, ids: torch.Tensor) -> StepOutput:
-        C, group = self.colours, self.config.n_channels // self.colours
-        T = self.height * self.width * C
-        outs = []
-        for t in range(ids.size(1)):
-            pixel, ch = divmod(state.pos, C)
-            r, c = divmod(pixel, self.width)
-            offset = torch.tensor(ch * self.vocab_size, device=ids.device)
-            x = self.embed(ids[:, t] + offset)  # (B, n / C): feature group ch
-            state.v[0][:, ch * group : (ch + 1) * group, r, c] = x
-            state.h[0][:, ch * group : (ch + 1) * group, c] = x
-            state.pos += 1
-            if state.pos == T:  # the image is complete: nothing left to predict
-                outs.append(outs[-1] if outs else torch.zeros(ids.size(0), self.n_params,
-                                                             device=ids.device))
-                continue
-            if state.pos % (self.width * C) == 0:  # row r is complete: advance the vertical stacks
-                self._advance_rows(state, r)
-                for h in state.h:
-                    h.zero_()
-            outs.append(self._next_params(state))
-        return StepOutput(torch.stack(outs, dim=1), state)
+        C, WC = self.colours, self.width * self.colours
+        T = self.height * WC
+        outs, i, k = [], 0, ids.size(1)
+        while i < k:
+            p0 = state.pos
+            take = min(k - i, WC - p0 % WC)  # the tokens left in this row
+            for t in range(take):
+                self._write(state, ids[:, i + t], p0 + t)
+            state.pos = p1 = p0 + take
+            i += take
+            last = min(p1, (p0 // WC + 1) * WC - 1)  # the last next position inside this row
+            if p0 + 1 <= last:  # params of positions p0 + 1 .. last: one pass over their columns
+                c_a = ((p0 + 1) // C) % self.width
+                cols = self._columns(state, c_a, (last // C) % self.width)  # (B, ncols, C, P)
+                q = torch.arange(p0 + 1, last + 1, device=cols.device)
+                outs.append(cols[:, (q // C) % self.width - c_a, q % C])
+            if p1 % WC == 0:  # the row is complete
+                if p1 == T:  # the image is complete: nothing left to predict
+                    outs.append(outs[-1][:, -1:] if outs else torch.zeros(
+                        ids.size(0), 1, self.n_params, dtype=self.embed.weight.dtype, device=ids.device))
+                else:
+                    self._advance_rows(state, p1 // WC - 1)
+                    outs.append(self._columns(state, 0, 0)[:, :, 0])
+        return StepOutput(torch.cat(outs, dim=1), state)
+
+    def _write(self, state: FastState, token: torch.Tensor, pos: int) -> None:
+        """Embed token (B,) at position pos into the vertical and horizontal inputs."""
+        group = self.config.n_channels // self.colours
+        pixel, ch = divmod(pos, self.colours)
+        r, c = divmod(pixel, self.width)
+        x = self.embed(token + ch * self.vocab_size)  # (B, n / C): feature group ch
+        state.v[0][:, ch * group : (ch + 1) * group, r, c] = x
+        state.h[0][:, self._pad + c, ch * group : (ch + 1) * group] = x
 
     def _advance_rows(self, state: FastState, r: int) -> None:
-        """Vertical pre-activations of row r in every layer, and the next layer's input row."""
+        """Vertical pre-activations of row r in every layer, what they give the horizontal
+        stack of row r + 1, and the next layer's input row; the finished row's horizontal
+        caches are kept for rewind."""
+        vh = []
         for i, layer in enumerate(self.layers):
             k = layer.k
             rows = state.v[i][:, :, max(0, r - k // 2) : r + 1]
             rows = F.pad(rows, (0, 0, k // 2 + 1 - rows.size(2), 0))  # rows above the image: 0
             pre = F.conv2d(rows, layer.v_conv.weight, layer.v_conv.bias, padding=(0, k // 2))[:, :, 0]
-            state.vpre[i] = pre  # (B, 2n, W): fed to the horizontal stack before any class bias
+            w, b = state.weights.v_to_h[i]
+            vh.append(torch.baddbmm(b[:, None], pre.transpose(1, 2), w.t().expand(pre.size(0), -1, -1)))
             if i + 1 < len(self.layers):
                 if layer.cond is not None:
                     pre = pre + layer.cond(state.cond)[:, : pre.size(1), None]
                 state.v[i + 1][:, :, r] = gate(pre, self.colours)
+        state.prev_vh, state.vh = state.vh, vh
+        state.spare, state.h = state.h, state.spare
+        for h in state.h:
+            h.zero_()
+        state.row = r + 1
 
-    def _next_params(self, state: FastState) -> torch.Tensor:
-        """Head params (B, P) of the next token: channel ch of pixel (r, c)."""
-        pixel, ch = divmod(state.pos, self.colours)
-        c = pixel % self.width
-        skips = 0
-        for i, layer in enumerate(self.layers):
-            h, k = state.h[i], layer.k
-            window = h[:, :, max(0, c + 1 - (k // 2 + 1)) : c + 1]  # columns c - k//2 .. c
-            window = F.pad(window, (k // 2 + 1 - window.size(2), 0))[:, :, None]  # (B, n, 1, k//2+1)
-            pre = F.conv2d(window, layer.h_conv.masked_weight, layer.h_conv.bias)[:, :, 0, 0]  # (B, 2n)
-            pre = pre + F.linear(state.vpre[i][:, :, c], layer.v_to_h.weight[:, :, 0, 0], layer.v_to_h.bias)
-            if layer.cond is not None:
-                pre = pre + layer.cond(state.cond)[:, pre.size(1) :]
-            gated = gate(pre, self.colours)[:, :, None, None]
-            if layer.h_out is not None:
-                state.h[i + 1][:, :, c] = layer.h_out(gated)[:, :, 0, 0] + (0 if i == 0 else h[:, :, c])
-            skips = skips + layer.skip(gated)
-        return self._params(self.head(skips))[:, 0, 0, ch]  # (B, P)
+    def _columns(self, state: FastState, c_a: int, c_b: int) -> torch.Tensor:
+        """Head params (B, ncols, C, P) of every channel of the current row's pixels c_a .. c_b,
+        from the horizontal inputs written so far (later channels of a pixel are masked)."""
+        w, n, pad = state.weights, self.config.n_channels, self._pad
+        gated = []
+        for i in range(len(self.layers)):
+            h = state.h[i]
+            window = h[:, c_a : c_b + pad + 1].unfold(1, pad + 1, 1)  # (B, ncols, n, pad + 1)
+            pre = torch.baddbmm(state.vh[i][:, c_a : c_b + 1], window.flatten(2), w.h_conv[i])
+            pre[..., :n].tanh_()
+            z = F.glu(pre, dim=-1)  # tanh(f) * sigmoid(g): (B, ncols, n)
+            gated.append(z)
+            if w.h_out[i] is not None:
+                out = F.linear(z, *w.h_out[i])
+                # the residual skips the first layer: its input holds the pixel mask A hides
+                state.h[i + 1][:, pad + c_a : pad + c_b + 1] = out if i == 0 else \
+                    out.add_(h[:, pad + c_a : pad + c_b + 1])
+        x = F.linear(torch.cat(gated, -1), *w.skip)
+        for weight, bias in w.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
+            x = F.linear(F.relu(x), weight, bias)
+        return x.unflatten(-1, (self.colours, -1))  # (B, ncols, C, P)
+
+    @property
+    def max_rewind(self) -> int:
+        return self.width * self.colours
+
+    def rewind(self, state: FastState, n: int) -> FastState:
+        # Within a row, later columns are rewritten before anything reads them; one row back,
+        # the previous row's horizontal caches come back (the vertical ones are recomputed
+        # when the row completes again).
+        if n <= 0:
+            return state
+        pos = state.pos - n
+        row = pos // (self.width * self.colours)
+        if pos < 0 or row < state.row - 1 or (row < state.row and state.prev_vh is None):
+            raise ValueError(f"cannot rewind {n} tokens: a pixelcnn state steps back at most "
+                             f"into the previous row (max_rewind={self.max_rewind})")
+        if row < state.row:
+            state.h, state.spare = state.spare, state.h
+            state.vh, state.prev_vh = state.prev_vh, None
+            state.row = row
+        state.pos = pos
+        return state

@@ -36,3 +36,15 @@ class RNN(LSTM):
     def _core(self, x: torch.Tensor, hc: tuple[torch.Tensor, torch.Tensor] | None = None):
         out, h = self.rnn(x, None if hc is None else hc[0])
         return out, (h, h[..., :0])  # no cell state: an empty c rides along
+
+    def _cells(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        """One token through the layers with `torch.rnn_tanh_cell` (the LSTM's reason: a module
+        call per token costs more than its arithmetic on CPU)."""
+        rnn, hs = self.rnn, []
+        for i in range(self.config.n_layer):
+            x = torch.rnn_tanh_cell(x, h[i], getattr(rnn, f"weight_ih_l{i}"),
+                                    getattr(rnn, f"weight_hh_l{i}"),
+                                    getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}"))
+            hs.append(x)
+        h = torch.stack(hs)
+        return x[:, None], (h, h[..., :0])

@@ -209,8 +209,8 @@ class WaveNet(Prior):
             ring[:, :, pos % L] = x
             taps = [ring[:, :, (pos - layer.dilation * j) % L] for j in range(K - 1, 0, -1)]
             pre = torch.addmm(w.gate_bias[i], torch.cat([*taps, x], dim=1), w.conv[i])  # (B, 2R)
-            f, g = pre.chunk(2, dim=1)
-            z = torch.tanh(f) * torch.sigmoid(g)  # the gated activation unit
+            pre[:, : pre.size(1) // 2].tanh_()
+            z = F.glu(pre, dim=1)  # the gated activation unit tanh(f) * sigmoid(g), in two ops
             gated.append(z)
             if w.res[i] is not None:
                 x = torch.addmm(w.res[i][1], z, w.res[i][0]).add_(x)  # residual

@@ -120,3 +120,45 @@ def test_runs_saved_before_heads_load_with_the_head_they_meant():
     assert PixelCNNConfig(output="softmax").head == "categorical"
     with pytest.raises(ValueError, match="softmax or logistic_mixture"):
         PixelCNNConfig(output="gaussian")
+
+
+@pytest.mark.parametrize("colours", [1, 3])
+def test_chunks_and_rewinds_give_the_full_pass(colours):
+    """Tokens fed k at a time (across row ends) and rewinds of up to a row (back into the
+    previous row too) leave the same conditionals as the teacher-forced pass."""
+    m = model(colours, n_classes=2)
+    T = H * W * colours
+    ids = torch.randint(0, 4, (2, T), generator=torch.Generator().manual_seed(3))
+    cond = torch.tensor([1, 0])
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        full = m(ids, cond)
+        params, state = m.init_state(2, cond)
+        got = {0: params}
+        fed = 0
+        while fed < T:
+            k = min(int(torch.randint(1, W * colours, (1,), generator=g)), T - fed)
+            j = min(int(torch.randint(0, W * colours - k + 1, (1,), generator=g)), T - fed - k)
+            junk = torch.randint(0, 4, (2, j), generator=g)  # drafts that will be rejected
+            out, state = m.step(state, torch.cat([ids[:, fed : fed + k], junk], 1))
+            for t in range(k):
+                got[fed + t + 1] = out[:, t]
+            r = int(torch.randint(0, k, (1,), generator=g)) if fed + k < T else 0
+            state = m.rewind(state, j + r)  # the junk, and some real tokens too
+            fed = state.pos
+        assert m.max_rewind == W * colours
+        for t in range(T):
+            torch.testing.assert_close(got[t], full[:, t], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="previous row"):
+            m.rewind(state, 2 * W * colours + 1)
+
+
+@pytest.mark.parametrize("draft", ["small", "ngram"])
+def test_speculative_image_decoding_keeps_the_targets_greedy_output(draft):
+    target = model(1)
+    small = PixelCNN(PixelCNNConfig(n_layer=1, n_channels=4, kernel_size=3, first_kernel_size=3,
+                                    n_out=4), 4, Layout.grid(H, W)).eval()
+    config = DecodeConfig(max_new_tokens=H * W, greedy=True, num_draft_tokens=4)
+    spec = generate(target, 1, config, draft=small if draft == "small" else draft)
+    assert torch.equal(spec.tokens, generate(target, 1, config).tokens)
+    assert spec.proposed > 0
