@@ -83,22 +83,6 @@ class Stopwatch:
         self.cpu_share = round((time.process_time() - self._cpu) / (self.wall * torch.get_num_threads()), 3)
 
 
-def cpu_info() -> dict[str, Any]:
-    """The CPU model and the vector-instruction flags that decide kernel speed."""
-    model, flags = None, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model is None:
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
-    return {"model": model, "flags": sorted(flags & wanted)}
-
-
 class cpu_clock:
     """Within this block the trainer's clock is this process's CPU time (over all its threads),
     so `train.max_seconds` is a CPU budget, and logged `elapsed_s` CPU seconds: on a machine

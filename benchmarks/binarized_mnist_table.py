@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, cpu_clock, cpu_info, emit  # noqa: E402
+from _common import Stopwatch, cpu, cpu_clock, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.data import tokenize  # noqa: E402
@@ -118,7 +118,7 @@ def main() -> None:
         "parameters": budgets[0]["parameters"], "calibrated_steps_per_cpu_second": sps,
         "budgets": budgets,
         "published": PUBLISHED.get(args.model), "threads": torch.get_num_threads(),
-        "total_wall_seconds": round(time.perf_counter() - start), "cpu": cpu_info(),
+        "total_wall_seconds": round(time.perf_counter() - start), "cpu": cpu(),
     })
 
 

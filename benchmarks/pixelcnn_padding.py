@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_info, emit  # noqa: E402
+from _common import emit  # noqa: E402
 
 from plugins.shared import Layout  # noqa: E402
 from priors import pixelcnn as current  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> None:
         "steps_per_wall_second": med_wall, "ratio_wall": med_wall["after"] / med_wall["before"],
         "rounds": args.rounds, "steps_per_round": args.steps,
         "copy_fill_share": {k: copy_share(m, o, x) for k, (m, o) in models.items()},
-        "threads": torch.get_num_threads(), "cpu": cpu_info(),
+        "threads": torch.get_num_threads(),
     })
 
 

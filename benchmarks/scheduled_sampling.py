@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, cpu_clock, cpu_info, emit  # noqa: E402
+from _common import Stopwatch, cpu, cpu_clock, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -89,7 +89,7 @@ def main() -> None:
             }
     emit({"benchmark": "scheduled_sampling", "recipe": "recipes/shakespeare/char_lstm.yaml",
           "budget_cpu_seconds": args.seconds, "max_p": args.max_p, "schedule": "linear, half the run",
-          "results": results, "threads": torch.get_num_threads(), "cpu": cpu_info()})
+          "results": results, "threads": torch.get_num_threads(), "cpu": cpu()})
 
 
 if __name__ == "__main__":

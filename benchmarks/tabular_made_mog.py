@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, cpu_info, emit  # noqa: E402
+from _common import Stopwatch, cpu, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
             },
             "tokar_score_nats_per_token": score.nats_per_token,
             "data_units_offset_nats_per_dim": float(np.log(pipe.tokenizer.std).mean()),
-            "threads": torch.get_num_threads(), "cpu": cpu_info(),
+            "threads": torch.get_num_threads(), "cpu": cpu(),
         })
 
 
