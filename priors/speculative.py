@@ -14,7 +14,8 @@ Bookkeeping: at the start of a round the target has been fed everything but the 
 token, which goes into the verification pass in front of the drafts; one target pass per round
 yields p_1 .. p_{k+1}. Rejected drafts are forgotten with `prior.rewind(state, n)`. The target's
 k + 1 distributions and the k acceptance tests are computed at once (one host read per verdict).
-One sequence at a time (batch size 1): rows would accept different numbers of tokens.
+Several sequences (n > 1) are decoded one after another, each with its own acceptance: rows
+of a batch would accept different numbers of tokens per round, so they are not batched.
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from priors.drafts import Drafter, distribution, draw_one, resolve_draft
 
 def speculative(target: Prior, draft: Prior | Drafter | str, batch_size: int, config: DecodeConfig,
                 processors, cond, prompt, generator) -> Generation:
-    if batch_size != 1:
-        raise DecodingError("speculative decoding generates one sequence at a time (n=1); drop "
-                            "the draft for batched sampling")
     drafter = resolve_draft(target, draft)
     # the target forgets up to k rejected drafts, the draft up to k - 1
     k_max = min(config.num_draft_tokens, target.max_rewind, drafter.max_rewind + 1)
@@ -44,8 +42,12 @@ def speculative(target: Prior, draft: Prior | Drafter | str, batch_size: int, co
     if prior is not None:
         prior.eval()
     try:
-        return _speculative(target, drafter, config, int(k_max), processors, cond, prompt,
-                            generator)
+        rows = [_speculative(target, drafter, config, int(k_max), processors,
+                             None if cond is None else cond[b : b + 1],
+                             None if prompt is None else prompt[b : b + 1], generator)
+                for b in range(batch_size)]
+        return Generation(torch.cat([r.tokens for r in rows]), torch.cat([r.lengths for r in rows]),
+                          sum(r.proposed for r in rows), sum(r.accepted for r in rows))
     finally:
         if prior is not None:
             prior.train(was_training)

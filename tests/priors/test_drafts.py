@@ -40,6 +40,23 @@ def test_greedy_output_is_the_targets_own(draft):
     assert spec.proposed > 0 and 0 <= spec.acceptance_rate <= 1
 
 
+@pytest.mark.parametrize("draft", ["ngram", "layers:1"])
+def test_several_sequences_each_with_its_own_acceptance(draft):
+    """n > 1: every row is its own prompt's greedy output, with stop tokens cutting rows apart."""
+    target = gpt(seed=0, n_layer=3)
+    prompt = torch.tensor([[1, 2, 3, 1, 2], [4, 4, 4, 4, 4], [0, 1, 0, 1, 0]])
+    config = DecodeConfig(max_new_tokens=30, greedy=True, num_draft_tokens=4)
+    plain = generate(target, 3, config, prompt=prompt)
+    spec = generate(target, 3, config, draft=draft, prompt=prompt)
+    assert torch.equal(spec.tokens, plain.tokens) and torch.equal(spec.lengths, plain.lengths)
+    stop = int(plain.tokens[1, 5])  # a token row 1 reaches early
+    config = DecodeConfig(max_new_tokens=30, greedy=True, num_draft_tokens=4, stop_tokens=[stop])
+    plain, spec = generate(target, 3, config, prompt=prompt), \
+        generate(target, 3, config, draft=draft, prompt=prompt)
+    assert [s.tolist() for s in spec.sequences()] == [s.tolist() for s in plain.sequences()]
+    assert int(spec.lengths[1]) <= 6
+
+
 def test_ngram_drafts_are_accepted_when_the_target_repeats_itself():
     """A greedy tiny model falls into a loop; prompt lookup then predicts it."""
     target = gpt(seed=3, n_layer=2, vocab=3)
@@ -108,5 +125,3 @@ def test_what_cannot_draft_is_a_clear_error():
     lstm = LSTM(LSTMConfig(n_layer=2, n_embd=8, n_hidden=8), 7, Layout.seq()).eval()
     with pytest.raises(DecodingError, match="cannot draft with its own first layers"):
         generate(lstm, 1, DecodeConfig(max_new_tokens=3), draft="layers:1")
-    with pytest.raises(DecodingError, match="one sequence at a time"):
-        generate(target, 2, DecodeConfig(max_new_tokens=3), draft="ngram")
