@@ -12,6 +12,10 @@ built on the meta device is not estimated (a debug line says so).
 Decoding. A real decoding state for one sequence (`prior.init_state(1)`) is measured and scaled
 by n x beams, plus the token buffer and a few copies of the logits.
 
+The training window. The same meta-device prior tells whether a stream of tokens can be cut into
+training windows: its `max_length` (block_size) or `train.seq_len`, checked by `tokar validate`
+and before a run directory is claimed, instead of failing after training started.
+
 Not here: the machine's memory and the check itself (plugins/resources.py), sizes from file
 headers (the tokenizers and sources that read them).
 """
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from plugins.errors import RecipeError
 from plugins.resources import check_fits, gib, machine_memory
 
 logger = logging.getLogger(__name__)
@@ -60,17 +65,46 @@ class _Shapes(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def build_on_meta(prior_cls: type, config: Any, vocab_size: int, layout: Any) -> Any:
+    """The prior with its tensors on the meta device (no memory, no data), or None when it cannot
+    be built there."""
+    try:
+        with torch.device("meta"), _Shapes():
+            return prior_cls(config, vocab_size=vocab_size, layout=layout)
+    except Exception as exc:  # noqa: BLE001 - any failure only means: nothing to check this way
+        logger.debug("%s cannot be built on the meta device: %s", prior_cls.__name__, exc)
+        return None
+
+
+def window_problems(recipe: Any, prior: Any) -> list[str]:
+    """A prior trained on a stream of tokens needs a training window: its block_size (what
+    `max_length` says), or `train.seq_len` no longer than it."""
+    if prior.layout.kind != "seq":
+        return []
+    seq_len, window = recipe.train.seq_len, prior.max_length
+    if seq_len is None and window is None:
+        return [f"train.seq_len: prior '{recipe.prior.name}' has no block_size (its max_length is "
+                "None), so training needs the length of its windows: set train.seq_len, e.g. "
+                "train.seq_len=128"]
+    if seq_len is not None and window is not None and seq_len > window:
+        return [f"train.seq_len: {seq_len} is longer than prior '{recipe.prior.name}' accepts "
+                f"(block_size {window}); set train.seq_len <= {window} or raise the block_size"]
+    return []
+
+
+def check_training_window(recipe: Any, prior: Any) -> None:
+    if problems := window_problems(recipe, prior):
+        raise RecipeError(problems, recipe.source)
+
+
 def estimate_training(prior_cls: type, config: Any, vocab_size: int, layout: Any, batch_size: int,
                       seq_len: int | None) -> TrainingEstimate | None:
     """Parameters and activation bytes of training `prior_cls(config)` on (batch_size, T) batches;
     None when the prior cannot be built on the meta device."""
     from pipelines.likelihood import token_nll
 
-    try:
-        with torch.device("meta"), _Shapes():
-            prior = prior_cls(config, vocab_size=vocab_size, layout=layout)
-    except Exception as exc:  # noqa: BLE001 - any failure only means: no estimate
-        logger.debug("no memory estimate for %s: %s", prior_cls.__name__, exc)
+    prior = build_on_meta(prior_cls, config, vocab_size, layout)
+    if prior is None:
         return None
     n_params = sum(p.numel() for p in prior.parameters())
     length = layout.length if layout.kind == "grid" else (seq_len or prior.max_length or 1)
@@ -178,4 +212,8 @@ def check_recipe_memory(recipe: Any, tokenizer: Any) -> TrainingEstimate | None:
     except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot tell yet: no estimate
         logger.debug("no memory estimate before fitting %s: %s", tokenizer.name, exc)
         return None
-    return check_training_memory(recipe, vocab, layout)
+    estimate = check_training_memory(recipe, vocab, layout)
+    prior = build_on_meta(recipe.prior.cls, recipe.prior.config, vocab, layout)
+    if prior is not None:
+        check_training_window(recipe, prior)
+    return estimate

@@ -31,7 +31,7 @@ from pipelines import data as data_lib
 from pipelines import stage1
 from pipelines.augment import Mutation
 from pipelines.checkpoint import Checkpoint, write_atomically
-from pipelines.limits import check_training_memory
+from pipelines.limits import check_training_memory, check_training_window
 from pipelines.recipe import load_recipe
 from pipelines.resume import plan_resume
 from pipelines.rundir import (
@@ -87,6 +87,7 @@ class TrainingRun:
             tokens = self._tokenize(splits)
         check_training_memory(pipe.recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
         pipe._prior = pipe.build_prior()
+        check_training_window(pipe.recipe, pipe._prior)
         self._check_labels(tokens["train"])
         self._check_labels(tokens.get("validation"))
         # Only now is this a run: a recipe that fails before this point leaves no run behind.

@@ -118,6 +118,28 @@ def test_image_run_with_classes(pixel_run, tmp_path, capsys):
 
 
 # -- bad input ---------------------------------------------------------------------------------
+def test_validate_refuses_a_prior_without_a_training_window(capsys, tmp_path):
+    """What training would refuse after claiming a run directory, `tokar validate` says first."""
+    from pipelines.limits import window_problems
+    from pipelines.recipe import load_recipe
+    from priors import GPT
+    from tokenizers_ar import Layout
+
+    class Unbounded(GPT):  # a prior with no block_size, as a plugin's may be
+        max_length = property(lambda self: None)
+
+    recipe = load_recipe(DEBUG_CHAR)
+    prior = Unbounded(recipe.prior.config, 10, Layout.seq())
+    assert "has no block_size" in window_problems(recipe, prior)[0]
+    assert window_problems(load_recipe(DEBUG_CHAR, ["train.seq_len=16"]), prior) == []
+    assert main(["validate", str(DEBUG_CHAR), "train.seq_len=4096"]) == 2
+    err = capsys.readouterr().err
+    assert "train.seq_len: 4096 is longer than prior 'gpt' accepts (block_size 32)" in err
+    run_dir = tmp_path / "run"
+    assert main(["train", str(DEBUG_CHAR), "--run-dir", str(run_dir), "train.seq_len=4096"]) == 2
+    assert not (run_dir / "recipe.yaml").exists()  # no run was started: the folder takes a rerun
+
+
 def test_unknown_component_name_cli(capsys):
     assert main(["validate", str(DEBUG_CHAR), "prior.name=transformer"]) == 2
     err = capsys.readouterr().err
