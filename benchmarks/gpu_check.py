@@ -1,6 +1,7 @@
 """The CUDA paths, checked on a GPU machine: training with bf16 mixed precision, scoring,
 decoding with every head kind (a CPU random generator driving sampling on the GPU), the VQ-VAE
-stage-1 fit, and the heads' integer pmf being the same on the GPU twice. CI has no GPU; this is
+stage-1 fit, the heads' integer pmf being the same on the GPU twice, lossless compression coded
+and decoded on the GPU, and anomaly detection with the prior there. CI has no GPU; this is
 run by hand where one is lent.
 
     TOKAR_DATA_DIR=DIR python benchmarks/gpu_check.py [--steps 200]
@@ -100,7 +101,36 @@ def main() -> None:
         health = json.loads((tmp / "vq" / "tokenizer_health.json").read_text())
         return {"health": health}
 
+    def compress_on_cuda():
+        # the run trained above, its prior on the GPU: a passage coded and decoded there
+        text = (Path(__import__("os").environ["TOKAR_DATA_DIR"]) / "tinyshakespeare.txt").read_text()
+        passage = text[500_000:520_000]
+        pipe = Pipeline.load(tmp / "char_gpt")
+        pipe.prior.cuda()
+        start = time.perf_counter()
+        blob = pipe.compress(passage)
+        encode_s = time.perf_counter() - start
+        start = time.perf_counter()
+        back = pipe.decompress(blob)
+        decode_s = time.perf_counter() - start
+        return {"chars": len(passage), "bits_per_char": 8 * len(blob) / len(passage),
+                "round_trip_exact": back == passage, "encode_chars_per_s": len(passage) / encode_s,
+                "decode_chars_per_s": len(passage) / decode_s}
+
+    def detect_on_cuda():
+        pipe = Pipeline.load(tmp / "char_gpt")
+        pipe.prior.cuda()
+        text = (Path(__import__("os").environ["TOKAR_DATA_DIR"]) / "tinyshakespeare.txt").read_text()
+        normal = [text[i : i + 256] for i in range(1_000_000, 1_050_000, 5_000)]
+        odd = ["".join(reversed(t)) for t in normal]
+        result = pipe.detect(normal + odd, "likelihood", calibration_examples=200)
+        flagged = [d.anomalous for d in result.detections]
+        return {"normal_flagged": sum(flagged[: len(normal)]), "reversed_flagged": sum(flagged[len(normal):]),
+                "n_each": len(normal)}
+
     check(results, "train_bf16_and_score", train_bf16)
+    check(results, "compress_round_trip_on_cuda", compress_on_cuda)
+    check(results, "detect_on_cuda", detect_on_cuda)
     check(results, "decode_every_head_kind", decode_heads)
     check(results, "integer_pmf", pmf_reproducible)
     check(results, "vqvae_fit_on_cuda", vqvae_fit)
