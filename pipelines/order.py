@@ -187,7 +187,10 @@ class OrderedTokenizer:
         self.tokenizer, self.ordering = tokenizer, ordering
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.tokenizer, name)
+        attr = getattr(self.tokenizer, name)
+        if name == "to_array":  # image tokenizers' ids -> integer array, like decode
+            return lambda ids: attr(self.ordering.unpermute(torch.as_tensor(ids)))
+        return attr
 
     def encode(self, example: Any) -> torch.Tensor:
         return self.ordering.permute(self.tokenizer.encode(example))

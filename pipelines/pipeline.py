@@ -249,7 +249,7 @@ class Pipeline:
               per_token: bool = False) -> Score:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
         per data unit, with one ExampleScore per example (`per_token`: each position's nats
-        too). Sequences longer than the prior's context are scored with a sliding window
+        too, in the data's order of positions whatever the recipe's `order`). Sequences longer than the prior's context are scored with a sliding window
         (pipelines/likelihood.py). Under a multi-process launch each process scores a shard."""
         if examples is None:
             splits = self.recipe.data.cls(self.recipe.data.config).load()
@@ -263,9 +263,14 @@ class Pipeline:
         keep = [i for i, x in enumerate(examples) if self.tokenizer.count_units(x) > 0]
         if not keep:
             raise DataError("nothing to score: the data is empty.")
-        return score_examples(self.prior, self.ordered_tokenizer, [examples[i] for i in keep],
-                              [labels[i] for i in keep] if labels is not None else None,
-                              [ids[i] for i in keep], batch_size, per_token, process_state())
+        score = score_examples(self.prior, self.ordered_tokenizer, [examples[i] for i in keep],
+                               [labels[i] for i in keep] if labels is not None else None,
+                               [ids[i] for i in keep], batch_size, per_token, process_state())
+        if per_token and not self.ordering.identity:  # surprise maps are drawn in data order
+            for e in score.per_example or []:
+                if e.token_nats is not None:
+                    e.token_nats = self.ordering.unpermute(torch.tensor(e.token_nats)).tolist()
+        return score
 
     # -- lossless compression (pipelines/compress.py) ------------------------------------------
     def compress(self, data: Any, cond: int | str | None = None, *, block_length: int | None = None,
@@ -285,14 +290,14 @@ class Pipeline:
 
         conds = None if labels is None else [self.class_index(c) for c in labels]
         settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
-        return compress(self.prior, self.tokenizer, list(examples), conds, settings, many=_many,
+        return compress(self.prior, self.ordered_tokenizer, list(examples), conds, settings, many=_many,
                         run=self.run_dir.name if self.run_dir else None)
 
     def decompress(self, blob: bytes, codes: bool = False) -> Any:
         """The example a `compress` file holds (`codes`: its token ids instead)."""
         from pipelines.compress import decompress
 
-        out, many = decompress(self.prior, self.tokenizer, blob,
+        out, many = decompress(self.prior, self.ordered_tokenizer, blob,
                                self.run_dir.name if self.run_dir else None, codes)
         if many:
             raise TokarError(f"this file holds a list of {len(out)} examples: use decompress_all.")
@@ -302,7 +307,7 @@ class Pipeline:
         """Every example a compressed file holds, in order."""
         from pipelines.compress import decompress
 
-        return decompress(self.prior, self.tokenizer, blob,
+        return decompress(self.prior, self.ordered_tokenizer, blob,
                           self.run_dir.name if self.run_dir else None, codes)[0]
     def detect(self, examples: list[Any], method: str = "likelihood", *,
                ids: list[str] | None = None, background: Pipeline | str | Path | None = None,

@@ -145,6 +145,29 @@ def test_quantizing_pixel_run_refuses_eight_bit_images(runs):
         pipe.compress(image, 1)
 
 
+def test_a_prior_trained_in_another_order_codes_in_that_order(runs):
+    """`order: random`: the prior reads pixels in its own order; the file codes them so, costs
+    what the model says, and comes back in data order. Per-token scores come back in data order."""
+    from pipelines.likelihood import score_examples
+
+    _, pipe = runs("pixel_gpt", "order.name=random", "order.seed=3")
+    _, raster = runs("pixel_gpt")
+    image = np.random.default_rng(0).integers(0, 17, (8, 8))
+    blob = pipe.compress(image, 1)
+    assert np.array_equal(pipe.decompress(blob), image)
+    c = read_container(blob)
+    model_bits = pipe.score([image], labels=[1]).per_example[0].nats / np.log(2)
+    assert 32 * sum(s.size for s in c.streams) <= model_bits + 64  # what the model says, + flush
+    with pytest.raises(CompressionError):  # the order is part of what a file was coded with
+        raster.decompress(blob)
+    per_token = pipe.score([image], labels=[1], per_token=True).per_example[0].token_nats
+    raw = score_examples(pipe.prior, pipe.ordered_tokenizer, [image], [1], ["x"], 1, True,
+                         None).per_example[0].token_nats  # position k = pixel perm[k]
+    perm = pipe.ordering.perm.tolist()
+    assert perm != list(range(64)) and perm != pipe.ordering.inverse.tolist()
+    assert [per_token[perm[k]] for k in range(64)] == pytest.approx(raw)
+
+
 def test_conditional_priors_need_the_class(runs):
     _, pipe = runs("pixel_gpt")
     with pytest.raises(CompressionError, match="class-conditional"):
