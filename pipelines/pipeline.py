@@ -250,7 +250,8 @@ class Pipeline:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
         per data unit, with one ExampleScore per example (`per_token`: each position's nats
         too, in the data's order of positions whatever the recipe's `order`). Sequences longer
-        than the prior's context are scored with a sliding window (pipelines/likelihood.py). Under a multi-process launch each process scores a shard."""
+        than the prior's context are scored with a sliding window (pipelines/likelihood.py).
+        Under a multi-process launch each process scores a shard."""
         if examples is None:
             splits = self.recipe.data.cls(self.recipe.data.config).load()
             examples = list(splits["validation"]["example"])
