@@ -310,6 +310,8 @@ class Pipeline:
 
         return decompress(self.prior, self.ordered_tokenizer, blob,
                           self.run_dir.name if self.run_dir else None, codes)[0]
+
+    # -- anomaly detection (pipelines/detect.py) -----------------------------------------------
     def detect(self, examples: list[Any], method: str = "likelihood", *,
                ids: list[str] | None = None, background: Pipeline | str | Path | None = None,
                fpr: float = 0.05, group_size: int = 5, compressor: str | None = None,
