@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -101,13 +100,17 @@ class TokenizerContract:
 
     def test_ids_round_trip(self, tokenizer: Tokenizer, examples: list[Any]) -> None:
         """encode(decode(ids)) == ids: decoding loses nothing the ids say (real values: up to
-        float32 rounding)."""
-        if not tokenizer.stable_codes:
-            pytest.skip("learned codes are only mostly stable: tested by the tokenizer's own tests")
+        float32 rounding). Learned codes (`stable_codes = False`) are only mostly stable: their
+        round trip must give codes of the same shape and range (their own tests bound how many
+        change)."""
         for x in examples:
             ids = tokenizer.encode(x)
             again = tokenizer.encode(tokenizer.decode(ids))
-            if tokenizer.continuous:
+            if not tokenizer.stable_codes:
+                assert again.shape == ids.shape and again.dtype == ids.dtype, \
+                    f"encode(decode(ids)) has shape {tuple(again.shape)}, ids {tuple(ids.shape)}"
+                assert again.numel() == 0 or (again.min() >= 0 and again.max() < tokenizer.vocab_size)
+            elif tokenizer.continuous:
                 torch.testing.assert_close(again.reshape(-1), ids.reshape(-1), atol=1e-4, rtol=1e-4)
             else:
                 assert torch.equal(again.reshape(-1), ids.reshape(-1)), "encode(decode(ids)) != ids"
