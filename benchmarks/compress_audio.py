@@ -26,7 +26,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
-from compress_shakespeare import cpu  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.compress import read_container  # noqa: E402
@@ -100,7 +99,7 @@ def main() -> None:
             print(f"{name}: {results[name]['bits_per_sample']:.3f} bits/sample", file=sys.stderr)
     emit({"benchmark": "compress_audio", "models": results, "samples": samples,
           "baselines_bits_per_sample": {k: 8 * v / samples for k, v in (sizes or {}).items()},
-          "baselines_bytes": sizes, "cpu": cpu()})
+          "baselines_bytes": sizes})
 
 
 if __name__ == "__main__":

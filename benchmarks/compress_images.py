@@ -28,7 +28,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
-from compress_shakespeare import cpu  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.compress import read_container  # noqa: E402
@@ -110,7 +109,7 @@ def main() -> None:
                              "training": training, "parameters": pipe.prior.num_parameters()}
             print(f"{name}: {results[name]['bits_per_image']:.1f} bits/image, PNG "
                   f"{results[name]['png_bits_per_image']:.1f}", file=sys.stderr)
-    emit({"benchmark": "compress_images", "datasets": results, "cpu": cpu()})
+    emit({"benchmark": "compress_images", "datasets": results})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, emit  # noqa: E402
-from compress_shakespeare import cpu, held_out  # noqa: E402
+from compress_shakespeare import held_out  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -60,8 +60,7 @@ def main() -> None:
                   f"{rows[-1]['decode_kb_s']:.1f} KB/s (share {dec.cpu_share})", file=sys.stderr)
         results[Path(run).name] = {"prior": pipe.prior.name, "config": pipe.prior.config.model_dump(),
                                    "chars": n, "tokens": tokens, "settings": rows}
-    emit({"benchmark": "compress_speed", "threads_inside_coding": args.threads, "runs": results,
-          "cpu": cpu()})
+    emit({"benchmark": "compress_speed", "threads_inside_coding": args.threads, "runs": results})
 
 
 if __name__ == "__main__":
