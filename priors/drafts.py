@@ -9,7 +9,10 @@ the draft, so a draft only decides the speed: how cheap a proposal is and how of
   `min_ngram`) and propose the tokens that followed it. Its proposals are point masses,
   q = one-hot(x), for which the rule accepts x with probability p(x) and, on rejection, draws
   from p with x removed. Costs a dictionary lookup per round; pays where text repeats itself
-  (quotes, names, greedy loops, blank image rows).
+  (quotes, names, greedy loops, blank image rows). A proposal costs a longer verification pass
+  even when rejected, so by default its length adapts (like Hugging Face's assisted generation):
+  2 more after a round fully accepted, half after a partial one, none after a rejection at the
+  first token, and a one-token probe again a few rounds later.
 - Self-speculation (Draft & Verify, Zhang et al. 2023; LayerSkip, Elhoushi et al. 2024): the
   target's first M layers and its own output head as the draft, a prior built by
   `Prior.early_exit(M)` (the GPT implements it; its weights are the target's, nothing is trained
@@ -117,15 +120,20 @@ class NGramDraft:
     vocab_size = None
     max_rewind = math.inf
 
-    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1, adaptive: bool = True):
         if not 1 <= min_ngram <= max_ngram:
             raise DecodingError(f"n-gram draft: need 1 <= min_ngram <= max_ngram, got "
                                 f"{min_ngram} and {max_ngram}.")
-        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        self.max_ngram, self.min_ngram, self.adaptive = max_ngram, min_ngram, adaptive
 
     def start(self, cond, prompt) -> None:
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> end of its latest occurrence
         self.indexed = 0  # context length covered by the index
+        # Proposals cost a longer verification pass even when rejected: like Hugging Face's
+        # assisted generation, propose more after a round fully accepted, fewer after a
+        # rejection, and none at all while copies keep failing (a small probe length returns).
+        self.length: float = math.inf
+        self.proposed = 0
 
     def _extend(self, context: list[int]) -> None:
         # an n-gram ending at e (exclusive) is indexed once context[e] exists: a continuation
@@ -136,14 +144,28 @@ class NGramDraft:
 
     def propose(self, context, k, processors, greedy, generator):
         self._extend(context)
+        if self.adaptive:
+            self.length = min(self.length, k)
+            k = int(self.length)
+        self.proposed = 0
+        if k < 1:
+            self.length += 0.25  # probe again after a few rounds without drafts
+            return [], None
         for n in range(min(self.max_ngram, len(context)), self.min_ngram - 1, -1):
             e = self.index.get(tuple(context[-n:]))
             if e is not None:
-                return context[e : e + k], None
+                drafts = context[e : e + k]
+                self.proposed = len(drafts)
+                return drafts, None
         return [], None
 
     def accept(self, n_accepted, token) -> None:
-        pass
+        if not self.adaptive or not self.proposed:
+            return
+        if n_accepted == self.proposed:
+            self.length += 2
+        else:  # halve towards zero: a draft rejected at its first token stops proposing
+            self.length = n_accepted if n_accepted == 0 else max(1, self.length // 2)
 
 
 _SPEC = re.compile(r"^(ngram|layers)(?::(\d+))?$")
