@@ -4,11 +4,10 @@ Decoders"): a convolutional prior over grids of tokens, in raster order.
 Two stacks remove the blind spot of the original masked PixelCNN: a vertical stack sees every
 row above (the full width), a horizontal stack sees the pixels to the left in the current row,
 and the vertical stack feeds the horizontal one only after a one-row shift down. The spatial
-masks are kernel shapes: a (k//2 + 1) x k kernel for the vertical stack, 1 x (k//2 + 1) for the
-horizontal one, whose last tap is the current pixel. Each runs unpadded on its input padded once
-per layer (zeros above and beside the image), with one extra row on top so that the vertical
-output holds both the rows <= i and their shift down (rows < i) as views: no output is cropped
-and nothing is shifted by copying. The first layer uses a larger
+masks are cropped convolutions: a (k//2 + 1) x k kernel for the vertical stack, 1 x (k//2 + 1)
+for the horizontal one, whose last tap is the current pixel. (Padding each input once and
+reading the shifted rows as views instead saves the crop and shift copies but measured 11%
+slower per training step on one AVX2 thread: BENCHMARKS.md, issue 16.) The first layer uses a larger
 kernel (7 in the paper) so the receptive field covers digits and garments after a few layers.
 
 Colour (an (H, W, C) layout, channels innermost in the token order) uses the channel masks of
@@ -76,6 +75,11 @@ class PixelCNNConfig(PriorConfig):
         return self
 
 
+def down(x: torch.Tensor) -> torch.Tensor:
+    """Shift a (B, C, H, W) map one row down (row 0 becomes zeros)."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
 def channel_mask(out_ch: int, in_ch: int, groups: int, mask: str) -> torch.Tensor:
     """(out_ch, in_ch) connectivity between colour groups at one pixel: group c of the output
     reads the input groups before c (mask "A") or up to c (mask "B")."""
@@ -118,10 +122,10 @@ class GatedLayer(nn.Module):
         super().__init__()
         k = c.first_kernel_size if first else c.kernel_size
         n, self.k, self.groups, self.first = c.n_channels, k, groups, first
-        # vertical: rows i - k//2 .. i, full width; horizontal: columns j - k//2 .. j. Both run
-        # unpadded on inputs padded once per layer (forward), so no output needs cropping.
-        self.v_conv = nn.Conv2d(n, 2 * n, (k // 2 + 1, k))
-        self.h_conv = MaskedConv(n, 2 * n, (1, k // 2 + 1), groups, "A" if first else "B")
+        # vertical: rows i - k//2 .. i, full width; horizontal: columns j - k//2 .. j
+        self.v_conv = nn.Conv2d(n, 2 * n, (k // 2 + 1, k), padding=(k // 2, k // 2))
+        self.h_conv = MaskedConv(n, 2 * n, (1, k // 2 + 1), groups, "A" if first else "B",
+                                 padding=(0, k // 2))
         self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)  # rows above: every channel
         # the last layer's horizontal output would feed nothing: only its skip is used
         self.h_out = None if last else MaskedConv(n, n, (1, 1), groups, "B")
@@ -129,17 +133,9 @@ class GatedLayer(nn.Module):
         self.cond = nn.Embedding(c.n_classes, 4 * n) if c.n_classes else None
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None):
-        H, k = v.shape[-2], self.k
-        # One padded copy of the input, one row more on top than the kernel needs: output row r
-        # then sees image rows r - 1 - k//2 .. r - 1, so rows 1.. are this layer's vertical
-        # pre-activations (rows <= i) and rows ..H-1 their one-row shift down (rows < i), which
-        # feeds the horizontal stack, both views of one conv output: no crop, no shift copy.
-        out = self.v_conv(F.pad(v, (k // 2, k // 2, k // 2 + 1, 0)))  # (B, 2n, H + 1, W)
-        v_pre = out[:, :, 1:]
-        h_pre = self.h_conv(F.pad(h, (k // 2, 0))) + self.v_to_h(out)[:, :, :H]
-        # Row 0 sees only the zeros above the image: the shifted map holds the conv's bias
-        # there, which a shift of v_pre (zeros above the image) does not. Take it out.
-        h_pre[:, :, :1] -= (self.v_to_h.weight[:, :, 0, 0] @ self.v_conv.bias)[:, None, None]
+        H, W = v.shape[-2:]
+        v_pre = self.v_conv(v)[:, :, :H]  # crop the bottom: row i sees rows <= i
+        h_pre = self.h_conv(h)[:, :, :, :W] + self.v_to_h(down(v_pre))  # v: rows above only
         if self.cond is not None:
             bias_v, bias_h = self.cond(cond)[:, :, None, None].chunk(2, dim=1)
             v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
