@@ -99,3 +99,35 @@ class cpu_clock:
 
     def __exit__(self, *exc: object) -> None:
         self._module.time = self._saved
+
+
+def subsample(ids: list[str], examples: list, n: int, seed: int) -> tuple[list[str], list]:
+    """A uniform subsample of n (ids, examples), in their original order (never a prefix)."""
+    import numpy as np
+
+    keep = np.arange(len(ids)) if n >= len(ids) else \
+        np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
+    return [ids[i] for i in keep], [examples[i] for i in keep]
+
+
+def ood_table(pipe: Any, in_set: tuple[list[str], list], ood_sets: dict[str, tuple[list[str], list]],
+              background: Any, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """AUROC, AUPRC, FPR at 95% TPR, detection rate at the calibrated 5% threshold and counts of
+    every detector (pipelines/detect_eval.py) for each OOD set against the same in-distribution
+    set; each evaluation's time goes into `info`. Returns the table and the last report's dict."""
+    from pipelines.detect_eval import evaluate
+
+    results: dict[str, Any] = {"auroc": {}, "auprc": {}, "fpr_at_95_tpr": {},
+                               "detection_rate_at_5pct_fpr": {}, "n": {}}
+    r: dict[str, Any] = {}
+    for name, (ids, examples) in ood_sets.items():
+        with Stopwatch() as sw:
+            report = evaluate(pipe, in_set[1], examples, in_ids=in_set[0], ood_ids=ids,
+                              background=background, group_size=5)
+        r = report.to_dict()
+        for key, value in (("auroc", r["auroc"]), ("auprc", r["auprc"]),
+                           ("fpr_at_95_tpr", r["fpr_at_95_tpr"]),
+                           ("detection_rate_at_5pct_fpr", r["tpr"]), ("n", r["n"])):
+            results[key][name] = value
+        info[f"eval_{name}"] = {"seconds": round(sw.wall, 1), "cpu_share": sw.cpu_share}
+    return results, r

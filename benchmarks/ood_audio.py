@@ -32,11 +32,10 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, budget_overrides, emit  # noqa: E402
+from _common import Stopwatch, budget_overrides, emit, ood_table, subsample  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.detect_data import read_data  # noqa: E402
-from pipelines.detect_eval import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fsdd" / "mulaw_wavenet.yaml"
@@ -65,12 +64,6 @@ def noise_set(out: Path, n: int = 100) -> None:
     for i in range(n):
         x = rng.normal(0, FSDD_RMS, int(rng.uniform(0.3, 0.8) * RATE)).clip(-1, 1)
         sf.write(out / f"noise_{i:03d}.wav", x, RATE, subtype="PCM_16")
-
-
-def subsample(ids: list[str], examples: list, n: int, seed: int) -> tuple[list[str], list]:
-    keep = np.arange(len(ids)) if n >= len(ids) else \
-        np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
-    return [ids[i] for i in keep], [examples[i] for i in keep]
 
 
 def main() -> None:
@@ -109,18 +102,8 @@ def main() -> None:
         pipe = Pipeline.load(runs["fsdd"])
         data = {k: read_data(v, pipe.tokenizer) for k, v in sets.items()}
         data["fsdd_test"] = subsample(*data["fsdd_test"], args.n, 0)
-        results: dict = {"auroc": {}, "auprc": {}, "fpr_at_95_tpr": {}, "detection_rate_at_5pct_fpr": {},
-                         "n": {}}
-        for ood in ("espeak", "noise"):
-            with Stopwatch() as sw:
-                report = evaluate(pipe, data["fsdd_test"][1], data[ood][1], in_ids=data["fsdd_test"][0],
-                                  ood_ids=data[ood][0], background=runs["background"], group_size=5)
-            r = report.to_dict()
-            for key, value in (("auroc", r["auroc"]), ("auprc", r["auprc"]),
-                               ("fpr_at_95_tpr", r["fpr_at_95_tpr"]),
-                               ("detection_rate_at_5pct_fpr", r["tpr"]), ("n", r["n"])):
-                results[key][ood] = value
-            info[f"eval_{ood}"] = {"seconds": round(sw.wall, 1), "cpu_share": sw.cpu_share}
+        results, r = ood_table(pipe, data["fsdd_test"], {k: data[k] for k in ('espeak', 'noise')},
+                               runs["background"], info)
         emit({**results, "budget_seconds_per_model": args.seconds,
               "calibration_recordings": r["calibration_examples"], "runs": info})
 

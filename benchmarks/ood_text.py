@@ -26,25 +26,16 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, budget_overrides, emit  # noqa: E402
+from _common import Stopwatch, budget_overrides, emit, ood_table, subsample  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.detect_data import read_data  # noqa: E402
-from pipelines.detect_eval import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "shakespeare" / "char_gpt.yaml"
 LICENSES = ["GPL-3", "Apache-2.0", "MPL-2.0", "GFDL-1.3", "Artistic"]
 PACKAGES = ["json", "email", "logging"]
-
-
-def subsample(ids: list[str], examples: list[str], n: int, seed: int) -> tuple[list[str], list[str]]:
-    keep = np.arange(len(ids)) if n >= len(ids) else \
-        np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
-    return [ids[i] for i in keep], [examples[i] for i in keep]
 
 
 def main() -> None:
@@ -88,18 +79,8 @@ def main() -> None:
         pipe = Pipeline.load(runs["shakespeare"])
         data = {k: subsample(*read_data(v, pipe.tokenizer, args.passage), args.n, i)
                 for i, (k, v) in enumerate(sets.items())}
-        results: dict = {"auroc": {}, "auprc": {}, "fpr_at_95_tpr": {}, "detection_rate_at_5pct_fpr": {},
-                         "n": {}}
-        for ood in ("english", "code"):
-            with Stopwatch() as sw:
-                report = evaluate(pipe, data["shakespeare"][1], data[ood][1], in_ids=data["shakespeare"][0],
-                                  ood_ids=data[ood][0], background=runs["background"], group_size=5)
-            r = report.to_dict()
-            for key, value in (("auroc", r["auroc"]), ("auprc", r["auprc"]),
-                               ("fpr_at_95_tpr", r["fpr_at_95_tpr"]),
-                               ("detection_rate_at_5pct_fpr", r["tpr"]), ("n", r["n"])):
-                results[key][ood] = value
-            info[f"eval_{ood}"] = {"seconds": round(sw.wall, 1), "cpu_share": sw.cpu_share}
+        results, r = ood_table(pipe, data["shakespeare"], {k: data[k] for k in ('english', 'code')},
+                               runs["background"], info)
         emit({**results, "passage_chars": args.passage, "budget_seconds_per_model": args.seconds,
               "calibration_passages": r["calibration_examples"], "runs": info})
 
