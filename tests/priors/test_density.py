@@ -53,6 +53,26 @@ def test_nade_equals_its_quadratic_definition():
             torch.testing.assert_close(got[:, t], torch.sigmoid(a) @ m.V[t] + m.b[t])
 
 
+@pytest.mark.parametrize("E,P", [(1, 1), (3, 2)])
+def test_nade_hand_written_gradient_is_the_formula_s(E, P):
+    """The blocked forward and hand-written backward of NADE's layer against autograd of the
+    definition, over more positions than one block (and a last block cut short)."""
+    from priors.nade import BLOCK, _NADELayer
+
+    T, B, H = 2 * BLOCK + 3, 3, 4
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*shape, generator=g, dtype=torch.double, requires_grad=True)
+            for shape in [(T, B, E), (T, E, H), (H,), (T, H, P), (T, P)]]
+
+    def definition(e, W, c, V, b):
+        u = torch.einsum("tbe,teh->tbh", e, W)
+        a = c + u.cumsum(0) - u
+        return torch.einsum("tbh,thp->tbp", torch.sigmoid(a), V) + b[:, None]
+
+    torch.testing.assert_close(_NADELayer.apply(*args), definition(*args))
+    assert torch.autograd.gradcheck(_NADELayer.apply, args)
+
+
 def test_rnn_is_the_tanh_recurrence():
     torch.manual_seed(0)
     m = RNN(RNNConfig(n_layer=1, n_embd=4, n_hidden=6), 5, Layout.seq()).eval()
