@@ -177,6 +177,12 @@ class Prior(nn.Module, ABC):
                             "(self-speculation needs a prior that implements early_exit, such "
                             "as gpt); use a draft prior or the 'ngram' draft.")
 
+    def compile_step(self) -> None:
+        """Make `step` one compiled program from here on (`DecodeConfig.compile`), where the
+        prior's step is a chain of ops small enough that their fixed cost decides its speed."""
+        raise DecodingError(f"prior '{self.name}' has no compiled step (wavenet has one): "
+                            "drop the compile option (sample.compile).")
+
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood of each sequence in nats, (B,)."""

@@ -49,6 +49,9 @@ class DecodeConfig(BaseModel):
     length_penalty: float = Field(1.0, description="beam scores are divided by length**this")
     stop_tokens: list[int] = Field(default_factory=list, description="ids that end a sequence")
     num_draft_tokens: int = Field(4, ge=1, description="speculative decoding: tokens per draft")
+    compile: bool = Field(False, description="torch.compile the prior's one-token step (priors "
+                          "that offer it: wavenet); compiling takes tens of seconds, once per "
+                          "process and batch size")
     processors: list[dict] = Field(
         default_factory=list,
         description="more processors by registered name, after the built-in fields: "
@@ -108,6 +111,8 @@ def check_config(prior: Prior, config: DecodeConfig, has_draft: bool, has_proces
         raise DecodingError(f"beam search needs a prior that can reorder its decoding state; "
                             f"prior '{prior.name}' cannot (it does not implement reorder_state): "
                             "sample or decode greedily instead.")
+    if config.compile and type(prior).compile_step is Prior.compile_step:
+        prior.compile_step()  # raises its one-line DecodingError
     if prior.distribution.continuous:
         wrong = config.discrete_only() + (["draft"] if has_draft else []) + \
             (["processors"] if has_processors else [])

@@ -49,6 +49,8 @@ def generate(
                       *processors]
     if prompt is not None and prompt.size(0) != batch_size:
         raise ValueError(f"prompt has {prompt.size(0)} rows, batch_size is {batch_size}")
+    if config.compile:
+        prior.compile_step()
     was_training = prior.training
     prior.eval()
     try:

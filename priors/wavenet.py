@@ -82,6 +82,9 @@ class StepWeights:
     gate_bias: list[torch.Tensor]  # (B, 2R) per layer: conv bias + class bias
     res: list[tuple[torch.Tensor, torch.Tensor] | None]  # (R, R) transposed weight, bias
     skip: tuple[torch.Tensor, torch.Tensor]  # every layer's skip 1x1 at once: (L * R, S), (S,)
+    head: list[tuple[torch.Tensor, torch.Tensor]]  # the output 1x1s: transposed weight, bias
+    dilations: list[int]
+    kernel_size: int
 
 
 @dataclass
@@ -112,6 +115,7 @@ class WaveNet(Prior):
                                     for i, d in enumerate(dilations))
         self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(c.n_skip, c.n_skip, 1), nn.ReLU(),
                                   nn.Conv1d(c.n_skip, self.n_params, 1))
+        self._compiled = None  # compile_step()
 
     @property
     def receptive_field(self) -> int:
@@ -177,7 +181,9 @@ class WaveNet(Prior):
                for layer in self.layers]
         skip_w = torch.cat([layer.skip.weight[:, :, 0].t() for layer in self.layers])  # (L*R, S)
         skip_b = sum(layer.skip.bias for layer in self.layers)
-        return StepWeights(conv, gate_bias, res, (skip_w, skip_b))
+        head = [(m.weight[:, :, 0].t(), m.bias) for m in self.head if isinstance(m, nn.Conv1d)]
+        return StepWeights(conv, gate_bias, res, (skip_w, skip_b), head,
+                           [layer.dilation for layer in self.layers], self.config.kernel_size)
 
     def _push(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
         """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> head params (B, k, P)."""
@@ -199,26 +205,21 @@ class WaveNet(Prior):
         return self.head(skips).transpose(1, 2)
 
     def _push_one(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
-        """One input x (B, R) at position pos -> head params (B, P): push it on every layer's queue
-        and read the K taps it needs (d samples apart) back as views: O(layers) per sample."""
-        pos, K, w = state.pos, self.config.kernel_size, state.weights
-        gated = []
-        for i, layer in enumerate(self.layers):
-            ring = state.rings[i]
-            L = ring.size(2)
-            ring[:, :, pos % L] = x
-            taps = [ring[:, :, (pos - layer.dilation * j) % L] for j in range(K - 1, 0, -1)]
-            pre = torch.addmm(w.gate_bias[i], torch.cat([*taps, x], dim=1), w.conv[i])  # (B, 2R)
-            pre[:, : pre.size(1) // 2].tanh_()
-            z = F.glu(pre, dim=1)  # the gated activation unit tanh(f) * sigmoid(g), in two ops
-            gated.append(z)
-            if w.res[i] is not None:
-                x = torch.addmm(w.res[i][1], z, w.res[i][0]).add_(x)  # residual
-        state.pos += 1
-        h = torch.addmm(w.skip[1], torch.cat(gated, dim=1), w.skip[0])  # all skips at once
-        for m in self.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
-            h = F.linear(h, m.weight[:, :, 0], m.bias) if isinstance(m, nn.Conv1d) else m(h)
-        return h
+        """One input x (B, R) at position pos -> head params (B, P)."""
+        pos, state.pos = state.pos, state.pos + 1
+        if self._compiled is None:
+            return one_sample(state.rings, pos, x, state.weights)
+        return self._compiled(state.rings, torch.tensor(pos, device=x.device), x, state.weights)
+
+    def compile_step(self) -> None:
+        """torch.compile the one-sample step (`DecodeConfig.compile`): one fused program for all
+        layers instead of a dozen small ops each. Compiling takes tens of seconds, once per
+        process and batch size; benchmarks/wavenet_generation.py measures both."""
+        if self._compiled is None:
+            # the C++ wrapper calls the kernels without a Python frame each: at one sample per
+            # call that overhead is most of the step
+            self._compiled = torch.compile(one_sample, fullgraph=True, dynamic=False,
+                                           options={"cpp_wrapper": True})
 
     @property
     def max_rewind(self) -> int:
@@ -239,6 +240,43 @@ class WaveNet(Prior):
     def reorder_state(self, state: WaveNetState, index: torch.Tensor) -> WaveNetState:
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731 - (B, ...)
         w = state.weights
-        weights = StepWeights(w.conv, [pick(b) for b in w.gate_bias], w.res, w.skip)
+        weights = StepWeights(w.conv, [pick(b) for b in w.gate_bias], w.res, w.skip, w.head,
+                              w.dilations, w.kernel_size)
         return WaveNetState([pick(r) for r in state.rings], [pick(b) for b in state.biases],
                             state.pos, state.rewindable, weights)
+
+
+def one_sample(rings: list[torch.Tensor], pos: int | torch.Tensor, x: torch.Tensor,
+               w: StepWeights) -> torch.Tensor:
+    """One input x (B, R) at position pos -> head params (B, P): push it on every layer's queue
+    and read the K taps it needs (d samples apart) back: O(layers) per sample. Eager code passes
+    pos as an int (the queues are read as views); the compiled step passes a 0-d tensor, so that
+    one program serves every position."""
+    gated = []
+    for i, ring in enumerate(rings):
+        d = w.dilations[i]
+        _write(ring, pos, x)
+        taps = [_read(ring, pos - d * j) for j in range(w.kernel_size - 1, 0, -1)]
+        pre = torch.addmm(w.gate_bias[i], torch.cat([*taps, x], dim=1), w.conv[i])  # (B, 2R)
+        pre[:, : pre.size(1) // 2].tanh_()
+        z = F.glu(pre, dim=1)  # the gated activation unit tanh(f) * sigmoid(g), in two ops
+        gated.append(z)
+        if w.res[i] is not None:
+            x = torch.addmm(w.res[i][1], z, w.res[i][0]).add_(x)  # residual
+    h = torch.addmm(w.skip[1], torch.cat(gated, dim=1), w.skip[0])  # all skips at once
+    for weight, bias in w.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
+        h = torch.addmm(bias, F.relu(h), weight)
+    return h
+
+
+def _write(ring: torch.Tensor, pos: int | torch.Tensor, x: torch.Tensor) -> None:
+    if isinstance(pos, int):
+        ring[:, :, pos % ring.size(2)] = x
+    else:
+        ring.index_copy_(2, (pos % ring.size(2)).view(1), x[:, :, None])
+
+
+def _read(ring: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
+    if isinstance(pos, int):
+        return ring[:, :, pos % ring.size(2)]
+    return ring.index_select(2, (pos % ring.size(2)).view(1))[:, :, 0]

@@ -127,3 +127,33 @@ def test_conditioning_is_required_and_used():
         model(ids)
     with torch.no_grad():
         assert not torch.allclose(model(ids, torch.tensor([0])), model(ids, torch.tensor([1])))
+
+
+def test_compiled_step_gives_the_eager_conditionals():
+    """`DecodeConfig(compile=True)`: the compiled one-sample step (one program for every position,
+    the queue index a tensor) decodes the very sequence the eager step does, queues wrapping."""
+    model = make(n_layer=3, n_block=1, n_classes=3)
+    cond = torch.tensor([1, 2])
+    config = DecodeConfig(max_new_tokens=2 * model.receptive_field + 3, greedy=True)
+    eager = generate(model, 2, config, cond=cond)
+    compiled = generate(model, 2, config.model_copy(update={"compile": True}), cond=cond)
+    assert torch.equal(compiled.tokens, eager.tokens)
+    # after compiling, a step on a fresh state still matches the eager one
+    with torch.no_grad():
+        _, fast = model.init_state(2, cond)
+        ids = eager.tokens[:, :4]
+        model._compiled, saved = None, model._compiled
+        _, slow = model.init_state(2, cond)
+        want = model.step(slow, ids).params
+        model._compiled = saved
+        got = torch.cat([model.step(fast, ids[:, i : i + 1]).params for i in range(4)], 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_compile_is_refused_by_priors_without_a_compiled_step():
+    from plugins.errors import DecodingError
+    from priors.gpt import GPT, GPTConfig
+
+    gpt = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8), V, Layout.seq())
+    with pytest.raises(DecodingError, match="no compiled step.*sample.compile"):
+        generate(gpt, 1, DecodeConfig(max_new_tokens=2, compile=True))
