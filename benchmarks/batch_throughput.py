@@ -5,10 +5,11 @@
 Models at the sizes of their recipes, random weights (speed does not depend on them): `gpt`
 6x6x384 over 65 characters (char_gpt_large), `lstm` 2 x 256 over 65 characters (char_lstm),
 `pixelcnn` 7 x 32 over binary 28x28 images (binarized_mnist), `wavenet` 2 x 10 layers, 64/128
-channels over 256 mu-law levels (fsdd mulaw_wavenet). Each generates `--tokens` values per row
-by ancestral sampling at temperature 1 through `priors.generate` (the path compression and
-anomaly detection share), rounds alternating over batch sizes, medians reported with the CPU
-share the process got.
+channels over 256 mu-law levels (fsdd mulaw_wavenet); and the binarized-MNIST recipes' `fvsbn`,
+`nade` (500 hidden), `made` (500 hidden, 32 masks) and `rnn` (256 hidden). Each generates
+`--tokens` values per row by ancestral sampling at temperature 1 through `priors.generate` (the
+path compression and anomaly detection share), rounds alternating over batch sizes, medians
+reported with the CPU share the process got.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ from _common import Stopwatch, cpu, emit  # noqa: E402
 
 from plugins.shared import Layout  # noqa: E402
 from priors import DecodeConfig, generate  # noqa: E402
+from priors.fvsbn import FVSBN, FVSBNConfig  # noqa: E402
 from priors.gpt import GPT, GPTConfig  # noqa: E402
 from priors.lstm import LSTM, LSTMConfig  # noqa: E402
+from priors.made import MADE, MADEConfig  # noqa: E402
+from priors.nade import NADE, NADEConfig  # noqa: E402
 from priors.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
+from priors.rnn import RNN, RNNConfig  # noqa: E402
 from priors.wavenet import WaveNet, WaveNetConfig  # noqa: E402
 
 BATCHES = (1, 16, 64)
+MNIST = Layout.grid(28, 28)
 
 
 def priors(device: str = "cpu") -> dict[str, tuple[torch.nn.Module, int, torch.Tensor | None]]:
@@ -44,6 +50,10 @@ def priors(device: str = "cpu") -> dict[str, tuple[torch.nn.Module, int, torch.T
                                              n_out=64), 2, Layout.grid(28, 28)), 784, None),
         "wavenet": (WaveNet(WaveNetConfig(n_layer=10, n_block=2, n_residual=64, n_skip=128, n_classes=10),
                             256, Layout.seq()), 512, "digit"),
+        "fvsbn": (FVSBN(FVSBNConfig(head="bernoulli"), 2, MNIST), 784, None),
+        "nade": (NADE(NADEConfig(head="bernoulli", n_hidden=500), 2, MNIST), 784, None),
+        "made": (MADE(MADEConfig(head="bernoulli", n_hidden=500, n_masks=32), 2, MNIST), 784, None),
+        "rnn": (RNN(RNNConfig(n_layer=1, n_embd=16, n_hidden=256, head="bernoulli"), 2, MNIST), 784, None),
     }
 
 
@@ -87,7 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--priors", nargs="*", default=["gpt", "lstm", "pixelcnn", "wavenet"])
+    ap.add_argument("--priors", nargs="*", default=["gpt", "lstm", "pixelcnn", "wavenet", "fvsbn",
+                                                    "nade", "made", "rnn"])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the tokens per row")
     args = ap.parse_args()
     if args.threads:
