@@ -244,3 +244,25 @@ def test_gpt_rewinds_stay_exact_after_many_rewinds():
         _, ref = model.init_state(1)
         want = torch.cat([model.step(ref, ids[:, t : t + 1]).params for t in range(fed)], 1)
         torch.testing.assert_close(got[:, -1], want[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_draw_follows_the_probabilities_and_never_draws_a_zero():
+    """priors.heads.base.draw inverts each row's cdf: frequencies match the probabilities (a
+    chi-square test), values of probability 0 never come out, even at the ends of a row, and
+    the same generator seed gives the same draws."""
+    from priors.heads.base import draw
+
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    out = draw(probs[None].expand(n, 2, 6), g)  # (n, 2)
+    assert out.shape == (n, 2)
+    assert (out[:, 1] == 5).all()
+    counts = torch.bincount(out[:, 0], minlength=6).double()
+    assert counts[[0, 2, 5]].sum() == 0
+    expected = probs[0].double() * n
+    keep = expected > 0
+    chi2 = (((counts[keep] - expected[keep]) ** 2) / expected[keep]).sum().item()
+    assert chi2 < 13.82  # 2 degrees of freedom: P(chi2 > 13.82) = 0.001
+    again = draw(probs[None].expand(n, 2, 6), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
