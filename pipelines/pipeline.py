@@ -133,7 +133,7 @@ class Pipeline:
                  seed: int | None = None, **decoding: Any) -> Generation:
         """Sample token ids: `decoding` overrides the recipe's `sample:` settings (temperature,
         top_k, top_p, min_p, repetition_penalty, greedy, num_beams, length_penalty,
-        max_new_tokens, stop, num_draft_tokens). `draft`: a pipeline (or run directory) with
+        max_new_tokens, stop, num_draft_tokens, compile). `draft`: a pipeline (or run directory) with
         the same tokenizer for speculative decoding, or "ngram[:N]" (prompt lookup, no model)
         or "layers:M" (the target's first M layers). The prompt's ids are not in the result."""
         s = self.recipe.sample

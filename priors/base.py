@@ -181,7 +181,7 @@ class Prior(nn.Module, ABC):
         """Make `step` one compiled program from here on (`DecodeConfig.compile`), where the
         prior's step is a chain of ops small enough that their fixed cost decides its speed."""
         raise DecodingError(f"prior '{self.name}' has no compiled step (wavenet has one): "
-                            "drop the compile option (sample.compile).")
+                            "drop --compile (sample.compile in a recipe).")
 
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

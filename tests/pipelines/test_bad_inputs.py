@@ -178,6 +178,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], list[str]]] = [
     ("class on an unconditional run", lambda c: ["sample", str(c.char), "--class", "3"], ["unconditional"]),
     ("prompt on audio", lambda c: ["sample", str(c.audio), "--prompt", "hello"], ["--prompt", "audio"]),
     ("stop on audio", lambda c: ["sample", str(c.audio), "--stop", "x"], ["--stop", "audio"]),
+    ("--compile on a prior without a compiled step", lambda c: ["sample", str(c.char), "--compile"],
+     ["gpt", "no compiled step", "--compile"]),
     ("corrupt classes.json", lambda c: ["sample", c.copy(c.pixel, write("classes.json", b"{\x00"))],
      ["classes.json", "corrupt"]),
     ("classes.json of the wrong type", lambda c:

@@ -155,5 +155,5 @@ def test_compile_is_refused_by_priors_without_a_compiled_step():
     from priors.gpt import GPT, GPTConfig
 
     gpt = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8), V, Layout.seq())
-    with pytest.raises(DecodingError, match="no compiled step.*sample.compile"):
+    with pytest.raises(DecodingError, match="no compiled step.*--compile"):
         generate(gpt, 1, DecodeConfig(max_new_tokens=2, compile=True))
