@@ -57,6 +57,8 @@ class FixedLengthPrior(Prior):
         super().__init__(config, vocab_size, layout)
         self.length = layout.length if layout.length is not None else config.block_size
         self.embed = embedding(self.space, config.n_embd)
+        if not self.space.continuous and config.n_embd >= self.space.size - 1:
+            dummy_coding_(self.embed.weight)
 
     @property
     def max_length(self) -> int:
@@ -140,3 +142,18 @@ class FixedLengthPrior(Prior):
     def reorder_state(self, state: FixedLengthState, index: torch.Tensor) -> FixedLengthState:
         running = state.running.index_select(0, index) if state.running is not None else None
         return FixedLengthState(state.values.index_select(0, index), state.pos, running, state.cache)
+
+
+@torch.no_grad()
+def dummy_coding_(table: torch.Tensor) -> None:
+    """Start a (V, E) value table, E >= V - 1, at the inputs of the papers: value v is the
+    indicator of v in dimensions 0 .. V-2, value 0 all zeros (so a bit is the bit itself, as
+    FVSBN, NADE and MADE take binary pixels), any further dimensions zero.
+
+    A random start is the same model (an affine map of the indicators) but can learn very
+    slowly: with one dimension for a bit, the two rows' gap scales everything the hidden units
+    see, and a small gap (seeds where the two draws land close) left NADE at the pixel
+    marginals, 206 nats on binarized MNIST, where the exact bit trains."""
+    V = table.size(0)
+    table.zero_()
+    table[1:, : V - 1] = torch.eye(V - 1)

@@ -231,3 +231,16 @@ def test_rewind_reorder_and_the_end_of_the_window(name):
         _, state = m.step(state, ids[[2, 2, 0], 4:8])  # all 8 positions written
         with pytest.raises(DecodingError, match="8 positions"):
             m.step(state, ids[:, :1])
+
+
+@pytest.mark.parametrize("name", ["fvsbn", "nade", "made"])
+def test_fixed_length_priors_start_from_the_bit_itself(name):
+    """A binary pixel enters FVSBN, NADE and MADE as 0 or 1 (the papers' input), whatever the
+    seed: a random 1-wide embedding left some seeds' NADE stuck at the pixel marginals."""
+    cls, cfg = {"fvsbn": (FVSBN, FVSBNConfig), "nade": (NADE, NADEConfig), "made": (MADE, MADEConfig)}[name]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        m = cls(cfg(head="bernoulli"), 2, Layout.grid(2, 2))
+        assert m.embed.weight.flatten().tolist() == [0.0, 1.0]
+    wide = cls(cfg(head="categorical", n_embd=3), 3, Layout.grid(2, 2))  # dummy coding, then zeros
+    assert wide.embed.weight.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
