@@ -111,8 +111,6 @@ def check_config(prior: Prior, config: DecodeConfig, has_draft: bool, has_proces
         raise DecodingError(f"beam search needs a prior that can reorder its decoding state; "
                             f"prior '{prior.name}' cannot (it does not implement reorder_state): "
                             "sample or decode greedily instead.")
-    if config.compile and type(prior).compile_step is Prior.compile_step:
-        prior.compile_step()  # raises its one-line DecodingError
     if prior.distribution.continuous:
         wrong = config.discrete_only() + (["draft"] if has_draft else []) + \
             (["processors"] if has_processors else [])
