@@ -20,7 +20,8 @@ layer, a queue (a ring buffer) of that layer's recent inputs. A new sample pops 
 kernel_size taps it needs (d steps back) and pushes its own input, so one sample costs
 O(layers), not O(receptive field) as a full recompute does (`naive_next_logits`, kept for tests
 and benchmarks/wavenet_generation.py). At one sample the work per layer is a few tiny matrix
-products, so the step is written to issue as few ops as it can (`StepWeights`). Queues keep
+products, so the step is written to issue as few ops as it can (`StepWeights`), and
+`compile_step` makes it one compiled program. Queues keep
 `max_rewind` extra entries, which is what rewind (speculative decoding) needs; reorder_state
 (beam search) selects rows.
 
@@ -216,8 +217,8 @@ class WaveNet(Prior):
         layers instead of a dozen small ops each. Compiling takes tens of seconds, once per
         process and batch size; benchmarks/wavenet_generation.py measures both."""
         if self._compiled is None:
-            # the C++ wrapper calls the kernels without a Python frame each: at one sample per
-            # call that overhead is most of the step
+            # the C++ wrapper calls the kernels without a Python frame each, which adds up at
+            # one sample per call
             self._compiled = torch.compile(one_sample, fullgraph=True, dynamic=False,
                                            options={"cpp_wrapper": True})
 
