@@ -3,19 +3,22 @@ and the quality cost of reduced-precision weights.
 
     TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt_large.yaml --run-dir runs/large
     TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt_draft.yaml --run-dir runs/draft
-    TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_gpt_distilled_draft.yaml \
-        data.run=runs/large tokenizer.pretrained=runs/large --run-dir runs/distilled
+    TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_ngram_draft.yaml \
+        --run-dir runs/ngram_data
+    TOKAR_DATA_DIR=../shared/data tokar train recipes/shakespeare/char_ngram_distilled_draft.yaml \
+        data.run=runs/large tokenizer.pretrained=runs/large --run-dir runs/ngram_distilled
     TOKAR_DATA_DIR=../shared/data python benchmarks/decode_speculative.py runs/large \
-        --draft runs/draft --draft runs/distilled [--small runs/small]
+        --draft runs/draft --draft runs/ngram_data --draft runs/ngram_distilled@8 [--small runs/small]
 
-Draft kinds: each `--draft` run (a prior), `ngram` (prompt lookup, no model) and `layers:M`
-(the target's first M layers) for each `--layers M`. 256 new tokens after 64 characters of the
-validation text (prompts spread uniformly over it), greedy and temperature 1; for each prompt
-the target alone and every draft kind run in one alternating round (order reversed on odd
-prompts); acceptance rate and wall-clock speed-up over the target alone (median over prompts).
-Greedy outputs are checked identical to the target's own. Precision: validation bits/char of
-the target (and of `--small`) in fp32, bf16 and int8, each scored the same way
-(Pipeline.score over 20,000 characters spread uniformly over the validation text).
+Draft kinds: each `--draft` run (a prior; RUN@K proposes K tokens per round, RUN alone
+--draft-tokens), `ngram` (prompt lookup, no model) and `layers:M` (the target's first M layers)
+for each `--layers M`. 256 new tokens after 64 characters of the validation text (prompts
+spread uniformly over it), greedy and temperature 1; for each prompt the target alone and every
+draft kind run in one alternating round (order reversed on odd prompts); acceptance rate and
+wall-clock speed-up over the target alone (median over prompts). Greedy outputs are checked
+identical to the target's own. Precision: validation bits/char of the target (and of `--small`)
+in fp32, bf16 and int8, each scored the same way (Pipeline.score over 20,000 characters spread
+uniformly over the validation text).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def uniform_slices(text: str, n: int, size: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("target")
-    ap.add_argument("--draft", action="append", default=[], help="a draft run (repeatable)")
+    ap.add_argument("--draft", action="append", default=[],
+                    help="a draft run, RUN or RUN@K with K draft tokens per round (repeatable)")
     ap.add_argument("--layers", type=int, action="append", default=None,
                     help="self-speculation with the target's first M layers (repeatable)")
     ap.add_argument("--small", help="a second run for the precision table")
@@ -61,8 +65,9 @@ def main() -> None:
     kinds: dict[str, tuple[object, int]] = {"ngram": ("ngram", args.ngram_draft_tokens)}
     for m in args.layers or [max(1, n_layer // 3)]:
         kinds[f"layers:{m}"] = (f"layers:{m}", args.draft_tokens)
-    for run in args.draft:
-        kinds[Path(run).name] = (Pipeline.load(run), args.draft_tokens)
+    for spec in args.draft:  # RUN or RUN@K: K draft tokens per round for this draft
+        run, _, k = spec.partition("@")
+        kinds[Path(run).name + (f"@{k}" if k else "")] = (Pipeline.load(run), int(k or args.draft_tokens))
     splits = target.recipe.data.cls(target.recipe.data.config).load()
     val_text = splits["validation"]["example"][0]
     prompts = uniform_slices(val_text, args.prompts, 64)

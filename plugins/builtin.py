@@ -32,6 +32,7 @@ def tokar_register_priors(register: Register) -> None:
     from priors.lstm import LSTM
     from priors.made import MADE
     from priors.nade import NADE
+    from priors.ngram_lm import NGramLM
     from priors.pixelcnn import PixelCNN
     from priors.rnn import RNN
     from priors.wavenet import WaveNet
@@ -44,6 +45,7 @@ def tokar_register_priors(register: Register) -> None:
     register("nade", NADE)
     register("made", MADE)
     register("rnn", RNN)
+    register("ngram_lm", NGramLM)
 
 
 @hookimpl

@@ -170,6 +170,12 @@ class Prior(nn.Module, ABC):
             "speculative decoding (implement Prior.rewind)."
         )
 
+    def step_horizon(self, state: Any) -> int | None:
+        """How many tokens `step` can take from `state` before it rebuilds the state at a
+        cost (the GPT's window sliding past block_size); None: no such limit.
+        Speculative decoding ends its drafts there, so a rejection never undoes a rebuild."""
+        return None
+
     def early_exit(self, n_layer: int) -> Prior:
         """A draft for self-speculative decoding: this prior's first `n_layer` layers and its
         output head, sharing its weights."""

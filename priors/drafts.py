@@ -68,7 +68,8 @@ class Drafter(Protocol):
     def propose(self, context: list[int], k: int, processors, greedy: bool,
                 generator: torch.Generator | None) -> tuple[list[int], torch.Tensor | None]:
         """Up to k tokens after `context` (prompt + output so far) and their draft
-        probabilities q (len, V); None: point masses on the proposed tokens."""
+        probabilities q (len, V); None: point masses on the proposed tokens. k may be 0 (the
+        round feeds the target one token); `accept` follows every call."""
 
     def accept(self, n_accepted: int, token: int) -> None:
         """The target kept the first n_accepted proposals, then emitted `token`."""
@@ -144,10 +145,12 @@ class NGramDraft:
 
     def propose(self, context, k, processors, greedy, generator):
         self._extend(context)
+        self.proposed = 0
+        if k < 1:  # the engine asked for none this round: the adaptive length stays as it is
+            return [], None
         if self.adaptive:
             self.length = min(self.length, k)
             k = int(self.length)
-        self.proposed = 0
         if k < 1:
             self.length += 0.25  # probe again after a few rounds without drafts
             return [], None

@@ -34,6 +34,7 @@ from torch import nn
 
 from plugins.errors import DecodingError, LayoutError
 from plugins.shared import Layout
+from priors import packed
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
 
@@ -66,7 +67,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = _linear(x, self.c_attn).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout = self.dropout if self.training else 0.0
@@ -76,7 +77,7 @@ class CausalSelfAttention(nn.Module):
             k, v, mask = cache.update(layer, k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(_linear(y, self.c_proj))
 
 
 class MLP(nn.Module):
@@ -88,7 +89,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(_linear(self.gelu(_linear(x, self.c_fc)), self.c_proj))
 
 
 class Block(nn.Module):
@@ -125,15 +126,18 @@ class Block(nn.Module):
 
 
 def _linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """layer(x) without the module call's overhead when it is a plain nn.Linear (a quantized
-    replacement, priors/quantize.py, is called as it is)."""
-    return F.linear(x, layer.weight, layer.bias) if type(layer) is nn.Linear else layer(x)
+    """layer(x). Outside training a plain nn.Linear skips the module call's overhead and, at a
+    few rows, takes the product with packed weights (priors/packed.py); a quantized
+    replacement (priors/quantize.py) is called as it is."""
+    if type(layer) is nn.Linear and not torch.is_grad_enabled():
+        return packed.linear(x, layer)
+    return layer(x)
 
 
 def _linear_residual(x: torch.Tensor, y: torch.Tensor, proj: nn.Module) -> torch.Tensor:
     """x + proj(y) for 2-d x, y: the residual is the matrix product's accumulator."""
-    if type(proj) is not nn.Linear:
-        return proj(y).add_(x)
+    if type(proj) is not nn.Linear or packed.packs(y, proj):
+        return _linear(y, proj).add_(x)
     out = torch.addmm(x, y, proj.weight.t())
     return out if proj.bias is None else out.add_(proj.bias)
 
@@ -148,6 +152,12 @@ class KVCache:
     history: torch.Tensor  # (B, capacity[, D]) every value fed; the first `seen` are valid
     cond: torch.Tensor | None
     seen: int = 0  # tokens fed since the start
+    # Speculative decoding rewinds across slides: once a rewind has had to rebuild a window,
+    # every slide keeps the window it replaces (`spare`, starting at token `spare_start`), so
+    # that a rewind into it swaps it back instead of recomputing it.
+    keep_spare: bool = False
+    spare: torch.Tensor | None = None
+    spare_start: int | None = None
 
     def append(self, ids: torch.Tensor) -> None:
         end = self.seen + ids.size(1)
@@ -229,7 +239,7 @@ class GPT(Prior):
             x = block(x, cache, i)
         if cache is not None:
             cache.pos += x.size(1)
-        return self.lm_head(self.ln_f(x))  # (B, T, n_params)
+        return _linear(self.ln_f(x), self.lm_head)  # (B, T, n_params)
 
     def forward(self, ids: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         B, T = ids.shape[:2]
@@ -263,6 +273,11 @@ class GPT(Prior):
         outs, i, k = [], 0, ids.size(1)
         while i < k:
             if state.pos == B:  # the window is full: slide it before the next token
+                if state.keep_spare:
+                    if state.spare is None:
+                        state.spare = torch.empty_like(state.kv)
+                    state.spare_start = state.seen - (B - 1)
+                    state.kv, state.spare = state.spare, state.kv
                 self._refill(state, self._keep)
             take = min(B - state.pos, k - i)
             chunk = ids[:, i : i + take]
@@ -303,6 +318,7 @@ class GPT(Prior):
 
     def reorder_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         state.kv = state.kv.index_select(2, index)
+        state.spare = state.spare.index_select(2, index) if state.spare is not None else None
         state.history = state.history.index_select(0, index)
         state.cond = state.cond.index_select(0, index) if state.cond is not None else None
         return state
@@ -310,6 +326,12 @@ class GPT(Prior):
     @property
     def max_rewind(self) -> int:
         return self.config.block_size - 1
+
+    def step_horizon(self, state: KVCache) -> int:
+        """Tokens that fit before the window slides; when it is full, the next token slides
+        it, and then those that fit in the new window."""
+        B = self.config.block_size
+        return B - state.pos if state.pos < B else B - 1 - self._keep
 
     def early_exit(self, n_layer: int) -> GPT:
         """The first `n_layer` blocks, then this model's final norm and output head: a draft
@@ -337,6 +359,10 @@ class GPT(Prior):
         start = self._window_start(seen)
         if start == current:  # same window: later cache entries are simply overwritten
             state.pos = 1 + seen - start
+        elif start == state.spare_start:  # back into the window the last slide replaced
+            state.kv, state.spare = state.spare, state.kv
+            state.spare_start, state.pos = None, 1 + seen - start
         else:  # a slide happened in the rewound part: rebuild the window `seen` tokens imply
             self._refill(state, seen - start)
+            state.keep_spare, state.spare_start = True, None
         return state

@@ -10,6 +10,10 @@ output is the target's own greedy output. The draft is any source of priors/draf
 smaller prior, prompt lookup (n-grams of the context, point-mass proposals q = one-hot), or the
 target's own first layers.
 
+A target whose state must be rebuilt every so often (the GPT's window slides past block_size)
+says how many tokens it can take before the next rebuild (`Prior.step_horizon`); a round's
+drafts stop there, so a rejection never rolls back across a rebuild only to pay it again.
+
 Bookkeeping: at the start of a round the target has been fed everything but the last output
 token, which goes into the verification pass in front of the drafts; one target pass per round
 yields p_1 .. p_{k+1}. Rejected drafts are forgotten with `prior.rewind(state, n)`. The target's
@@ -81,7 +85,10 @@ def _speculative(target: Prior, drafter: Drafter, config: DecodeConfig, k_max: i
 
     while len(tokens) - n_prompt < n:
         k = min(k_max, n - (len(tokens) - n_prompt) - 1)  # a round adds at most k + 1 tokens
-        drafts, q = drafter.propose(tokens, k, processors, greedy, generator) if k > 0 else ([], None)
+        horizon = target.step_horizon(t_state)
+        if horizon is not None:  # the pass stays short of the target's next rebuild: no rewind undoes it
+            k = min(k, horizon - (t_pending is not None))
+        drafts, q = drafter.propose(tokens, k, processors, greedy, generator)
         k = len(drafts)
         # one target pass over the pending token and the drafts: p_1 .. p_{k+1}
         fed = ([t_pending] if t_pending is not None else []) + drafts

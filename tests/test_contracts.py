@@ -105,7 +105,7 @@ class TestRegisteredHeads(HeadContract):
 
 def test_every_builtin_is_covered():
     assert {"bpe", "char", "mulaw", "pixel", "vqvae", "vqgan"} <= set(TOKENIZERS)
-    assert {"gpt", "lstm", "pixelcnn", "wavenet", "fvsbn", "nade", "made", "rnn"} <= set(PRIORS)
+    assert {"gpt", "lstm", "pixelcnn", "wavenet", "fvsbn", "nade", "made", "rnn", "ngram_lm"} <= set(PRIORS)
     assert {"categorical", "bernoulli", "logistic_mixture", "gaussian", "gaussian_mixture"} <= set(HEADS)
     # every prior takes every head its data allows: discrete heads everywhere, continuous heads
     # on the priors that read real values

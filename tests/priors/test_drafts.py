@@ -48,6 +48,16 @@ def test_ngram_draft_stops_proposing_while_its_copies_are_rejected():
     assert fixed.propose(ctx, 4, (), False, None)[0] == [2, 1]
 
 
+def test_a_round_without_drafts_leaves_the_adaptive_length_alone():
+    """The engine asks for 0 drafts where the target's window is about to slide."""
+    d = NGramDraft(max_ngram=1)
+    d.start(None, None)
+    ctx = [1, 2, 1, 2, 1]
+    assert d.propose(ctx, 0, (), False, None) == ([], None)
+    d.accept(0, 2)
+    assert d.propose(ctx, 4, (), False, None)[0] == [2, 1]
+
+
 @pytest.mark.parametrize("draft", ["ngram", "ngram:1", "layers:1", "layers:2"])
 def test_greedy_output_is_the_targets_own(draft):
     target = gpt(seed=0, n_layer=3)

@@ -246,6 +246,32 @@ def test_gpt_rewinds_stay_exact_after_many_rewinds():
         torch.testing.assert_close(got[:, -1], want[:, -1], atol=1e-5, rtol=1e-5)
 
 
+def test_gpt_rewinds_across_slides_swap_the_replaced_window_back():
+    """Random drafts and rejections, as speculative decoding makes them: every step's params
+    match a fresh pass, and once a rewind has rebuilt a window, later rewinds into the window a
+    slide replaced restore it instead of recomputing it."""
+    model = gpt(block_size=8)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 7, (1, 200), generator=g)
+    refills = []
+    refill = model._refill
+    model._refill = lambda state, keep: refills.append(keep) or refill(state, keep)
+    _, state = model.init_state(1)
+    fed, swaps = 0, 0
+    while fed < 150:
+        k = int(torch.randint(1, 6, (), generator=g))
+        got, state = model.step(state, ids[:, fed : fed + k])
+        _, ref = model.init_state(1)
+        want = torch.cat([model.step(ref, ids[:, t : t + 1]).params for t in range(fed + k)], 1)
+        torch.testing.assert_close(got, want[:, fed:], atol=1e-5, rtol=1e-5)
+        r = int(torch.randint(0, k + 1, (), generator=g))
+        before, spare_start = len(refills), state.spare_start
+        state = model.rewind(state, r)
+        swaps += spare_start is not None and state.spare_start is None and len(refills) == before
+        fed += k - r
+    assert state.keep_spare and swaps > 5
+
+
 def test_draw_follows_the_probabilities_and_never_draws_a_zero():
     """priors.heads.base.draw inverts each row's cdf: frequencies match the probabilities (a
     chi-square test), values of probability 0 never come out, even at the ends of a row, and

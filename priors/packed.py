@@ -1,0 +1,49 @@
+"""Linear layers for decoding a few rows at a time on CPU, with the weights packed once for
+oneDNN's matrix-product kernels.
+
+Decoding multiplies the same weight matrices by a handful of rows, over and over: a
+speculative-decoding verification pass (k + 1 positions of one sequence), a small batch of
+sequences. At 2 to 32 rows PyTorch's default product on CPU (MKL, as the project's wheels are
+built) measured 1.3-1.6x slower than oneDNN's with the weights reordered once ahead into its
+own layout, the way inductor's freezing prepares CPU weights; at one row (a matrix-vector
+product) the default is faster, and at 64 rows the two are even (benchmarks/packed_linear.py).
+So `linear` takes the packed path only there, and only when nothing needs gradients.
+
+A packed copy lives on the nn.Linear it came from and is made again whenever the weight is
+replaced or changed in place (its storage or version counter moves), so a run that trains, then
+samples, then trains on never decodes with stale weights. It costs one more copy of the weights.
+Where oneDNN is not built in, or refuses a layout, the default product runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PACKED_ROWS = range(2, 33)  # rows where packing measured faster (benchmarks/packed_linear.py)
+_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def packs(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether `linear` takes the packed path for this input: 2 to 32 rows, fp32 on the CPU,
+    no gradient wanted, oneDNN built in."""
+    rows = x.numel() // x.size(-1) if x.size(-1) else 0
+    return (_AVAILABLE and rows in PACKED_ROWS and not torch.is_grad_enabled()
+            and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32)
+
+
+def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """layer(x) for a plain nn.Linear, through oneDNN's packed weights where `packs` says so."""
+    w = layer.weight
+    if not packs(x, layer):
+        return F.linear(x, w, layer.bias)
+    key = (w.data_ptr(), w._version)
+    cached = getattr(layer, "_tokar_packed", None)
+    if cached is None or cached[0] != key:
+        try:
+            cached = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
+        except RuntimeError:  # a layout oneDNN does not take: the default product
+            return F.linear(x, w, layer.bias)
+        layer._tokar_packed = cached
+    return torch.ops.mkldnn._linear_pointwise(x, cached[1], layer.bias, "none", [], "")
