@@ -2,11 +2,13 @@
 recipes/binarized_mnist/pixel_pixelcnn.yaml (random weights: speed does not depend on them).
 
     python benchmarks/pixelcnn_generation.py [--threads N]
-    python benchmarks/pixelcnn_generation.py --target RUN --draft RUN [--images 4]   # + speculative
+    python benchmarks/pixelcnn_generation.py --target RUN --draft RUN[@K] ... [--images 4] [--skip-naive]
 
-Speculative image decoding (with two trained binarized-MNIST runs): a small PixelCNN run as the
-draft and `ngram` (prompt lookup over the raster so far), each against the target alone, one
-image at a time at temperature 1, alternating; acceptance rate and speed-up (medians).
+Speculative image decoding (trained binarized-MNIST runs): each `--draft` run (a small PixelCNN,
+recipes/binarized_mnist/pixelcnn_draft.yaml; an n-gram over the raster,
+recipes/binarized_mnist/ngram_draft.yaml) and `ngram` (prompt lookup over the raster so far),
+each against the target alone, one image at a time at temperature 1, alternating; acceptance
+rate and speed-up (medians).
 
 Naive: a full forward pass over the image for every pixel (784 passes). Cached: `init_state`/
 `step`, one column per layer per pixel. Both sample the same 784 tokens per image; the check
@@ -52,14 +54,18 @@ def cached(model: PixelCNN) -> float:
     return time.perf_counter() - start
 
 
-def speculative(target_run: str, draft_run: str, images: int, draft_tokens: int) -> dict:
+def speculative(target_run: str, draft_runs: list[str], images: int, draft_tokens: int) -> dict:
     import statistics
 
     from pipelines import Pipeline
 
-    target, draft = Pipeline.load(target_run), Pipeline.load(draft_run)
-    kinds = {"alone": {}, "small_pixelcnn": {"draft": draft, "num_draft_tokens": draft_tokens},
-             "ngram": {"draft": "ngram:8", "num_draft_tokens": 2 * draft_tokens}}
+    target = Pipeline.load(target_run)
+    kinds: dict[str, dict] = {"alone": {}}
+    for spec in draft_runs:  # RUN or RUN@K: K draft tokens per round for this draft
+        run, _, k = spec.partition("@")
+        kinds[Path(run).name + (f"@{k}" if k else "")] = {
+            "draft": Pipeline.load(run), "num_draft_tokens": int(k or draft_tokens)}
+    kinds["ngram"] = {"draft": "ngram:8", "num_draft_tokens": 2 * draft_tokens}
     seconds = {k: [] for k in kinds}
     rates = {k: [] for k in kinds if k != "alone"}
     with Stopwatch() as watch:
@@ -70,10 +76,12 @@ def speculative(target_run: str, draft_run: str, images: int, draft_tokens: int)
                 seconds[k].append(time.perf_counter() - start)
                 if k != "alone":
                     rates[k].append(out.acceptance_rate)
+            print(f"image {i}: " + ", ".join(f"{k} {seconds[k][-1]:.2f}s" for k in kinds), file=sys.stderr)
     alone = seconds["alone"]
-    return {"target": target_run, "draft": draft_run, "images": images, "cpu_share": watch.cpu_share,
+    return {"target": target_run, "drafts": draft_runs, "images": images, "cpu_share": watch.cpu_share,
             "seconds_per_image_alone_median": statistics.median(alone),
-            **{k: {"acceptance_rate_mean": statistics.mean(rates[k]),
+            **{k: {"draft_tokens": kinds[k]["num_draft_tokens"],
+                   "acceptance_rate_mean": statistics.mean(rates[k]),
                    "seconds_per_image_median": statistics.median(seconds[k]),
                    "speedup_median": statistics.median(a / s for a, s in zip(alone, seconds[k], strict=True))}
                for k in rates}}
@@ -85,7 +93,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int)
     ap.add_argument("--target", help="a trained pixelcnn run (speculative part)")
-    ap.add_argument("--draft", help="a smaller pixelcnn run with the same tokenizer")
+    ap.add_argument("--draft", action="append", default=[],
+                    help="a draft run with the same tokenizer, RUN or RUN@K (repeatable)")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--draft-tokens", type=int, default=4)
     ap.add_argument("--skip-naive", action="store_true", help="only the speculative part")

@@ -32,11 +32,11 @@ from torch import nn
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StepOutput
 
-_PRIME = 2_147_483_647  # token x base^i mod it, summed over a context, fits in int64
+_PRIME = 2_147_483_647  # a token times base^i mod it, summed over 63 tokens, fits in int64
 
 
 class NGramLMConfig(PriorConfig):
-    n: int = Field(3, ge=2, le=16, description="n of n-gram: a token is predicted from the n - 1 before it")
+    n: int = Field(3, ge=2, le=64, description="n of n-gram: a token is predicted from the n - 1 before it")
     buckets: int = Field(1 << 16, ge=1, le=1 << 30,
                          description="rows per context length; more contexts are hashed into them")
     init_std: float = Field(0.02, ge=0, description="standard deviation of the tables' initial values")
@@ -60,6 +60,9 @@ class NGramLM(Prior):
         c, P = config, self.n_params
         self.pad = self.vocab_size  # the symbol before the first token
         base = self.vocab_size + 1
+        if base * (c.n - 1) >= 1 << 32:  # the hash's sum of token x base^i must fit in int64
+            raise ValueError(f"ngram_lm: n = {c.n} with {self.vocab_size} tokens overflows the "
+                             "context hash; use a smaller n.")
         rows = [min(base**j, c.buckets) for j in range(1, c.n)]  # rows of W_1 .. W_{n-1}
         # W_1 .. W_{n-1} stacked in one table, so every context length is one lookup
         self.table = nn.Parameter(torch.randn(sum(rows), P) * c.init_std)

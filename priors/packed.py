@@ -3,11 +3,12 @@ oneDNN's matrix-product kernels.
 
 Decoding multiplies the same weight matrices by a handful of rows, over and over: a
 speculative-decoding verification pass (k + 1 positions of one sequence), a small batch of
-sequences. At 2 to 32 rows PyTorch's default product on CPU (MKL, as the project's wheels are
-built) measured 1.3-1.6x slower than oneDNN's with the weights reordered once ahead into its
-own layout, the way inductor's freezing prepares CPU weights; at one row (a matrix-vector
-product) the default is faster, and at 64 rows the two are even (benchmarks/packed_linear.py).
-So `linear` takes the packed path only there, and only when nothing needs gradients.
+sequences. There, oneDNN's product with the weights reordered once ahead into its own layout
+(the way inductor's freezing prepares CPU weights) measured faster than PyTorch's default
+(MKL, as the project's CPU wheels are built): 1.1-1.3x at 2 to 9 rows on an AVX2 EPYC, a few
+percent at 16, nothing at 32 or 64, and slower at one row, a matrix-vector product
+(benchmarks/packed_linear.py). So `linear` takes the packed path at 2 to 16 rows only, and only
+when nothing needs gradients.
 
 A packed copy lives on the nn.Linear it came from and is made again whenever the weight is
 replaced or changed in place (its storage or version counter moves), so a run that trains, then
@@ -21,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKED_ROWS = range(2, 33)  # rows where packing measured faster (benchmarks/packed_linear.py)
+PACKED_ROWS = range(2, 17)  # rows where packing measured faster (benchmarks/packed_linear.py)
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def packs(x: torch.Tensor, layer: nn.Linear) -> bool:
-    """Whether `linear` takes the packed path for this input: 2 to 32 rows, fp32 on the CPU,
+    """Whether `linear` takes the packed path for this input: 2 to 16 rows, fp32 on the CPU,
     no gradient wanted, oneDNN built in."""
     rows = x.numel() // x.size(-1) if x.size(-1) else 0
     return (_AVAILABLE and rows in PACKED_ROWS and not torch.is_grad_enabled()

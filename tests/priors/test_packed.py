@@ -13,13 +13,13 @@ needs_onednn = pytest.mark.skipif(not packed._AVAILABLE, reason="this torch has 
 
 
 @needs_onednn
-@pytest.mark.parametrize("rows", [1, 2, 9, 32, 33])
+@pytest.mark.parametrize("rows", [1, 2, 9, 16, 17])
 def test_same_result_as_the_layer(rows):
     torch.manual_seed(0)
     layer = nn.Linear(24, 40)
     x = torch.randn(rows, 24)
     with torch.no_grad():
-        assert packed.packs(x, layer) == (2 <= rows <= 32)
+        assert packed.packs(x, layer) == (2 <= rows <= 16)
         torch.testing.assert_close(packed.linear(x, layer), layer(x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(packed.linear(x[None], layer), layer(x[None]), atol=1e-5, rtol=1e-5)
 
