@@ -5,8 +5,8 @@ Decoding multiplies the same weight matrices by a handful of rows, over and over
 speculative-decoding verification pass (k + 1 positions of one sequence), a small batch of
 sequences. There, oneDNN's product with the weights reordered once ahead into its own layout
 (the way inductor's freezing prepares CPU weights) measured faster than PyTorch's default
-(MKL, as the project's CPU wheels are built): 1.1-1.3x at 2 to 9 rows on an AVX2 EPYC, a few
-percent at 16, nothing at 32 or 64, and slower at one row, a matrix-vector product
+(MKL, as the project's CPU wheels are built): 1.26-1.47x at 2 to 9 rows on an AVX2 EPYC, 1.17x
+at 16, within 5% at 32 and 64, and 0.88x at one row, a matrix-vector product
 (benchmarks/packed_linear.py). So `linear` takes the packed path at 2 to 16 rows only, and only
 when nothing needs gradients.
 
