@@ -5,11 +5,12 @@ length up to n - 1, one table per length, trained by gradient descent like every
     params_t = b + W_1[x_{t-1}] + W_2[x_{t-2}, x_{t-1}] + ... + W_{n-1}[x_{t-n+1} .. x_{t-1}]
 
 so an unseen long context falls back on the shorter ones it contains (back-off without counts,
-as in maximum-entropy language models, Rosenfeld 1996), and the trainer's weight decay on the
-tables is the smoothing. Contexts before the first token read a padding symbol, so position 0
-is predicted too. A table has a row per context while there are at most `buckets` of them; a
-longer context is hashed into `buckets` rows (Mikolov et al. 2011's hashed n-gram features), so
-the size stays bounded for large vocabularies.
+as in maximum-entropy language models, Rosenfeld 1996); weight decay (`train.weight_decay`)
+shrinks the rows of rarely seen contexts toward zero, the model's smoothing. Contexts before
+the first token read a padding symbol, so position 0 is predicted too. A table has a row per
+context while there are at most `buckets` of them; longer contexts are hashed into `buckets`
+rows (Mikolov et al. 2011's hashed n-gram features), so the size stays bounded for large
+vocabularies.
 
 Why it is here: its `step` costs one row lookup per context length, next to nothing beside a
 network's step, which is what a speculative-decoding draft needs (priors/drafts.py); trained on

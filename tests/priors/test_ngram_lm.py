@@ -55,6 +55,22 @@ def test_long_contexts_hash_into_a_bounded_table_and_stay_exact_to_decode():
     torch.testing.assert_close(torch.cat(steps, 1), full)
 
 
+def test_class_conditioning_adds_a_bias_per_class_in_every_path():
+    m = ngram(3, n_classes=2)
+    with torch.no_grad():
+        m.class_bias.normal_()
+        x = torch.randint(0, 7, (2, 10), generator=torch.Generator().manual_seed(3))
+        cond = torch.tensor([0, 1])
+        full = m(x, cond)
+        shift = (m.class_bias[cond] - m.class_bias[cond.flip(0)])[:, None].expand_as(full)
+        torch.testing.assert_close(full - m(x, cond.flip(0)), shift)
+        params, state = m.init_state(2, cond)
+        steps = [params[:, None], m.step(state, x[:, :9]).params]
+    torch.testing.assert_close(torch.cat(steps, 1), full)
+    with pytest.raises(ValueError, match="class-conditional"):
+        m(x)
+
+
 def test_rewind_is_bounded_by_what_the_state_remembers(tmp_path):
     m = ngram(3, max_rewind=2)
     _, state = m.init_state(1)
