@@ -10,13 +10,15 @@ at 16, within 5% at 32 and 64, and 0.88x at one row, a matrix-vector product
 (benchmarks/packed_linear.py). So `linear` takes the packed path at 2 to 16 rows only, and only
 when nothing needs gradients.
 
-A packed copy lives on the nn.Linear it came from and is made again whenever the weight is
-replaced or changed in place (its storage or version counter moves), so a run that trains, then
-samples, then trains on never decodes with stale weights. It costs one more copy of the weights.
+A packed copy is kept per nn.Linear and made again whenever the weight is replaced or changed
+in place (another tensor, or its version counter moved), so a run that trains, then samples,
+then trains on never decodes with stale weights. It costs one more copy of the weights.
 Where oneDNN is not built in, or refuses a layout, the default product runs.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,9 @@ from torch import nn
 
 PACKED_ROWS = range(2, 17)  # rows where packing measured faster (benchmarks/packed_linear.py)
 _AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# layer -> (its weight, the weight's version, the packed copy). Kept off the module: an opaque
+# oneDNN tensor cannot be deep-copied or pickled, and a layer that is collected takes its entry.
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def packs(x: torch.Tensor, layer: nn.Linear) -> bool:
@@ -39,12 +44,11 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     w = layer.weight
     if not packs(x, layer):
         return F.linear(x, w, layer.bias)
-    key = (w.data_ptr(), w._version)
-    cached = getattr(layer, "_tokar_packed", None)
-    if cached is None or cached[0] != key:
+    cached = _PACKED.get(layer)
+    if cached is None or cached[0]() is not w or cached[1] != w._version:
         try:
-            cached = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
+            cached = (weakref.ref(w), w._version, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
         except RuntimeError:  # a layout oneDNN does not take: the default product
             return F.linear(x, w, layer.bias)
-        layer._tokar_packed = cached
-    return torch.ops.mkldnn._linear_pointwise(x, cached[1], layer.bias, "none", [], "")
+        _PACKED[layer] = cached
+    return torch.ops.mkldnn._linear_pointwise(x, cached[2], layer.bias, "none", [], "")

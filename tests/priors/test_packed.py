@@ -37,6 +37,21 @@ def test_a_weight_changed_in_place_or_replaced_is_packed_again():
         torch.testing.assert_close(packed.linear(x, layer), layer(x))
 
 
+@needs_onednn
+def test_a_layer_that_has_decoded_still_deep_copies_and_pickles():
+    import copy
+    import pickle
+
+    layer = nn.Linear(8, 8)
+    with torch.no_grad():
+        packed.linear(torch.randn(3, 8), layer)
+    twin = copy.deepcopy(layer)
+    pickle.dumps(layer)
+    with torch.no_grad():
+        x = torch.randn(3, 8)
+        torch.testing.assert_close(packed.linear(x, twin), layer(x))
+
+
 def test_training_and_other_dtypes_take_the_default_product():
     layer = nn.Linear(8, 8)
     x = torch.randn(4, 8)
