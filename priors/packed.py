@@ -34,8 +34,10 @@ _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def packs(x: torch.Tensor, layer: nn.Linear) -> bool:
     """Whether `linear` takes the packed path for this input: 2 to 16 rows, fp32 on the CPU,
     no gradient wanted, oneDNN built in."""
+    if not _AVAILABLE or torch.compiler.is_compiling():  # a compiled graph picks its own kernels
+        return False
     rows = x.numel() // x.size(-1) if x.size(-1) else 0
-    return (_AVAILABLE and rows in PACKED_ROWS and not torch.is_grad_enabled()
+    return (rows in PACKED_ROWS and not torch.is_grad_enabled()
             and x.device.type == "cpu" and x.dtype == layer.weight.dtype == torch.float32)
 
 

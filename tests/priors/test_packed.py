@@ -61,3 +61,11 @@ def test_training_and_other_dtypes_take_the_default_product():
     with torch.no_grad():
         assert not packed.packs(x.double(), layer.double())
         assert not packed.packs(x[:1], layer)
+
+
+def test_a_compiled_graph_takes_the_default_product():
+    layer = nn.Linear(8, 8)
+    f = torch.compile(lambda x: packed.linear(x, layer), fullgraph=True, backend="eager")
+    with torch.no_grad():
+        x = torch.randn(4, 8)
+        torch.testing.assert_close(f(x), layer(x))
