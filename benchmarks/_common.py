@@ -131,3 +131,13 @@ def ood_table(pipe: Any, in_set: tuple[list[str], list], ood_sets: dict[str, tup
             results[key][name] = value
         info[f"eval_{name}"] = {"seconds": round(sw.wall, 1), "cpu_share": sw.cpu_share}
     return results, r
+
+
+def draft_runs(specs: list[str], default_tokens: int) -> dict[str, tuple[str, int]]:
+    """`--draft` values, RUN or RUN@K (K draft tokens per round, else `default_tokens`), as
+    {name: (run directory, tokens per round)}; the name is the run's folder name, @K kept."""
+    out = {}
+    for spec in specs:
+        run, _, k = spec.partition("@")
+        out[Path(run).name + (f"@{k}" if k else "")] = (run, int(k or default_tokens))
+    return out

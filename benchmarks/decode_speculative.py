@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, cpu, emit  # noqa: E402
+from _common import Stopwatch, cpu, draft_runs, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 
@@ -65,9 +65,8 @@ def main() -> None:
     kinds: dict[str, tuple[object, int]] = {"ngram": ("ngram", args.ngram_draft_tokens)}
     for m in args.layers or [max(1, n_layer // 3)]:
         kinds[f"layers:{m}"] = (f"layers:{m}", args.draft_tokens)
-    for spec in args.draft:  # RUN or RUN@K: K draft tokens per round for this draft
-        run, _, k = spec.partition("@")
-        kinds[Path(run).name + (f"@{k}" if k else "")] = (Pipeline.load(run), int(k or args.draft_tokens))
+    for name, (run, k) in draft_runs(args.draft, args.draft_tokens).items():
+        kinds[name] = (Pipeline.load(run), k)
     splits = target.recipe.data.cls(target.recipe.data.config).load()
     val_text = splits["validation"]["example"][0]
     prompts = uniform_slices(val_text, args.prompts, 64)

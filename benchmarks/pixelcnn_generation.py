@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, cpu, emit  # noqa: E402
+from _common import Stopwatch, cpu, draft_runs, emit  # noqa: E402
 
 from priors import DecodeConfig, generate  # noqa: E402
 from priors.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
@@ -54,17 +54,15 @@ def cached(model: PixelCNN) -> float:
     return time.perf_counter() - start
 
 
-def speculative(target_run: str, draft_runs: list[str], images: int, draft_tokens: int) -> dict:
+def speculative(target_run: str, drafts: list[str], images: int, draft_tokens: int) -> dict:
     import statistics
 
     from pipelines import Pipeline
 
     target = Pipeline.load(target_run)
     kinds: dict[str, dict] = {"alone": {}}
-    for spec in draft_runs:  # RUN or RUN@K: K draft tokens per round for this draft
-        run, _, k = spec.partition("@")
-        kinds[Path(run).name + (f"@{k}" if k else "")] = {
-            "draft": Pipeline.load(run), "num_draft_tokens": int(k or draft_tokens)}
+    for name, (run, k) in draft_runs(drafts, draft_tokens).items():
+        kinds[name] = {"draft": Pipeline.load(run), "num_draft_tokens": k}
     kinds["ngram"] = {"draft": "ngram:8", "num_draft_tokens": 2 * draft_tokens}
     seconds = {k: [] for k in kinds}
     rates = {k: [] for k in kinds if k != "alone"}
@@ -78,7 +76,7 @@ def speculative(target_run: str, draft_runs: list[str], images: int, draft_token
                     rates[k].append(out.acceptance_rate)
             print(f"image {i}: " + ", ".join(f"{k} {seconds[k][-1]:.2f}s" for k in kinds), file=sys.stderr)
     alone = seconds["alone"]
-    return {"target": target_run, "drafts": draft_runs, "images": images, "cpu_share": watch.cpu_share,
+    return {"target": target_run, "drafts": drafts, "images": images, "cpu_share": watch.cpu_share,
             "seconds_per_image_alone_median": statistics.median(alone),
             **{k: {"draft_tokens": kinds[k]["num_draft_tokens"],
                    "acceptance_rate_mean": statistics.mean(rates[k]),
