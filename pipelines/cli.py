@@ -54,7 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.progress import quiet_library_bars
 
     quiet_library_bars()
-    return run_command(args.func, args)
+    try:
+        return run_command(args.func, args)
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Under torchrun, take the process group down before the interpreter does, as PyTorch
+    asks: left to interpreter exit, the teardown of gloo's threads aborted a worker once in a
+    CI run ("terminate called without an active exception") after the command had finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def run_command(func: Any, args: argparse.Namespace) -> int:
