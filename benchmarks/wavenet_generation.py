@@ -14,9 +14,10 @@ That the two give the same conditionals is a test (tests/priors/test_wavenet.py)
 fast >= 20x naive.
 
 Fast generation runs eager and compiled (`compile_step`, what `DecodeConfig(compile=True)` turns
-on) at batch 1 and 16, in alternating rounds, medians reported; the compiled step's first
-steps (compilation, once per batch size) are timed apart in wall time. On one thread every
-other figure is process CPU time.
+on: "inductor" is torch.compile, "native" the numba loop of priors/wavenet_step.py, which
+`compile=True` picks on a CPU) at batch 1 and 16, in alternating rounds, medians reported; each
+compiled step's first steps (compilation, once per batch size) are timed apart in wall time.
+On one thread every other figure is process CPU time.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from priors.wavenet import WaveNet, WaveNetConfig  # noqa: E402
 from tokenizers_ar import Layout  # noqa: E402
 
 RATE = 8000
+BACKENDS = ("inductor", "native")  # WaveNet.compile_step: torch.compile, the numba loop
 
 
 def draw(logits: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -81,22 +83,25 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = WaveNetConfig(n_layer=10, n_block=2, n_residual=64, n_skip=128, n_classes=10)
-    eager = WaveNet(config, 256, Layout.seq()).eval()
-    compiled = WaveNet(config, 256, Layout.seq()).eval()
-    compiled.load_state_dict(eager.state_dict())
-    compiled.compile_step()
+    models = {"eager": WaveNet(config, 256, Layout.seq()).eval()}
+    for backend in BACKENDS:
+        models[backend] = WaveNet(config, 256, Layout.seq()).eval()
+        models[backend].load_state_dict(models["eager"].state_dict())
+        models[backend].compile_step(backend)
+    eager = models["eager"]
     cond = torch.tensor([3])
     fast(eager, 50, cond), naive(eager, 5, cond)  # warm-up
-    compile_wall = {}
-    for batch in (1, 16):  # the first steps compile (once per batch size): wall time
-        start = time.perf_counter()
-        fast(compiled, 2, cond, batch)
-        compile_wall[batch] = time.perf_counter() - start
-    times = {(kind, b): [] for kind in ("eager", "compiled") for b in (1, 16)}
+    compile_wall = {backend: {} for backend in BACKENDS}
+    for backend in BACKENDS:
+        for batch in (1, 16):  # the first steps compile (once per batch size): wall time
+            start = time.perf_counter()
+            fast(models[backend], 2, cond, batch)
+            compile_wall[backend][batch] = time.perf_counter() - start
+    times = {(kind, b): [] for kind in models for b in (1, 16)}
     with Stopwatch() as watch:
         for _ in range(args.rounds):
             for (kind, batch), seconds in times.items():
-                seconds.append(fast(eager if kind == "eager" else compiled, args.samples, cond, batch))
+                seconds.append(fast(models[kind], args.samples, cond, batch))
         t_naive = naive(eager, args.naive_samples, cond)
     naive_rate = args.naive_samples / t_naive
 
@@ -115,8 +120,8 @@ def main() -> None:
                    "kernel 2, digit-conditioned",
           "receptive_field": eager.receptive_field, "fast": table, "rounds": args.rounds,
           "compile_wall_seconds_first_steps": compile_wall,
-          "compiled_over_eager": {f"batch_{b}": table[f"eager_batch_{b}"]["seconds"] /
-                                  table[f"compiled_batch_{b}"]["seconds"] for b in (1, 16)},
+          "speedup_over_eager": {f"{kind}_batch_{b}": table[f"eager_batch_{b}"]["seconds"] /
+                                 table[f"{kind}_batch_{b}"]["seconds"] for kind in BACKENDS for b in (1, 16)},
           "naive_samples_timed": args.naive_samples, "naive_seconds": t_naive,
           "naive_samples_per_s": naive_rate,
           "naive_note": f"naive timed on {args.naive_samples} samples after a one-receptive-field "

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class for conditional priors: its index or its name (e.g. Sneaker)")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="weights for CPU inference (int8: dynamic quantization)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the one-token step "
-                   "(wavenet; tens of seconds to compile, then faster per sample)")
+    p.add_argument("--compile", action="store_true", help="compile the one-token step (wavenet: "
+                   "a native loop on a CPU, several times faster per sample)")
     p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
                    "(default: RUN_DIR/samples)")
     p.set_defaults(func=cmd_sample)

@@ -21,7 +21,8 @@ kernel_size taps it needs (d steps back) and pushes its own input, so one sample
 O(layers), not O(receptive field) as a full recompute does (`naive_next_logits`, kept for tests
 and benchmarks/wavenet_generation.py). At one sample the work per layer is a few tiny matrix
 products, so the step is written to issue as few ops as it can (`StepWeights`), and
-`compile_step` makes it one compiled program. Queues keep
+`compile_step` makes it one native loop on the CPU (priors/wavenet_step.py) or one
+torch.compile program elsewhere. Queues keep
 `max_rewind` extra entries, which is what rewind (speculative decoding) needs; reorder_state
 (beam search) selects rows.
 
@@ -98,6 +99,9 @@ class WaveNetState:
     pos: int  # the next input position to write
     rewindable: int  # tokens that can be forgotten
     weights: StepWeights
+    # priors/wavenet_step.NativeStep, made on the first native step (False: this state's
+    # queues cannot take it)
+    native: object = None
 
 
 class WaveNet(Prior):
@@ -116,7 +120,8 @@ class WaveNet(Prior):
                                     for i, d in enumerate(dilations))
         self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(c.n_skip, c.n_skip, 1), nn.ReLU(),
                                   nn.Conv1d(c.n_skip, self.n_params, 1))
-        self._compiled = None  # compile_step()
+        self._compiled = None  # compile_step(): one_sample through torch.compile
+        self._native = False  # compile_step(): the native loop where it can run
 
     @property
     def receptive_field(self) -> int:
@@ -208,19 +213,34 @@ class WaveNet(Prior):
     def _push_one(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
         """One input x (B, R) at position pos -> head params (B, P)."""
         pos, state.pos = state.pos, state.pos + 1
+        if self._native and state.native is not False and _native_input(x):
+            if state.native is None:
+                from priors.wavenet_step import NativeStep  # numba loads where the loop runs
+
+                state.native = NativeStep.of(state.rings, state.weights) or False
+            if state.native:
+                return state.native(pos, x)
         if self._compiled is None:
             return one_sample(state.rings, pos, x, state.weights)
         return self._compiled(state.rings, torch.tensor(pos, device=x.device), x, state.weights)
 
-    def compile_step(self) -> None:
-        """torch.compile the one-sample step (`DecodeConfig.compile`): one fused program for all
-        layers instead of a dozen small ops each. Compiling takes tens of seconds, once per
-        process and batch size; benchmarks/wavenet_generation.py measures both."""
-        if self._compiled is None:
+    def compile_step(self, backend: str = "auto") -> None:
+        """Make the one-sample step one compiled program (`DecodeConfig.compile`) instead of a
+        dozen small ops per layer. backend "native": the numba loop of priors/wavenet_step.py
+        (CPU, float32, outside autograd; seconds to compile, once, then cached on disk);
+        "inductor": torch.compile (any device; tens of seconds per process and batch size);
+        "auto": native where it can run, inductor elsewhere. benchmarks/wavenet_generation.py
+        measures all three against the eager step."""
+        if backend not in ("auto", "native", "inductor"):
+            raise ValueError(f"unknown compile backend {backend!r}: use auto, native or inductor")
+        self._native = backend in ("auto", "native")
+        if backend in ("auto", "inductor") and self._compiled is None:
             # the C++ wrapper calls the kernels without a Python frame each, which adds up at
             # one sample per call
             self._compiled = torch.compile(one_sample, fullgraph=True, dynamic=False,
                                            options={"cpp_wrapper": True})
+        if backend == "native":
+            self._compiled = None
 
     @property
     def max_rewind(self) -> int:
@@ -268,6 +288,12 @@ def one_sample(rings: list[torch.Tensor], pos: int | torch.Tensor, x: torch.Tens
     for weight, bias in w.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
         h = torch.addmm(bias, F.relu(h), weight)
     return h
+
+
+def _native_input(x: torch.Tensor) -> bool:
+    """Whether the native step can take this input: float32 on the CPU, outside autograd (the
+    loop computes no gradients)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 def _write(ring: torch.Tensor, pos: int | torch.Tensor, x: torch.Tensor) -> None:

@@ -13,10 +13,19 @@ from priors.wavenet import WaveNet, WaveNetConfig
 V = 11
 
 
-def make(**settings) -> WaveNet:
+def make(backend: str | None = None, **settings) -> WaveNet:
+    """backend: None for the eager step, else WaveNet.compile_step's ("native": the numba loop)."""
     torch.manual_seed(0)
     config = WaveNetConfig(**{"n_layer": 4, "n_block": 2, "n_residual": 8, "n_skip": 16, **settings})
-    return WaveNet(config, vocab_size=V, layout=Layout.seq()).eval()
+    model = WaveNet(config, vocab_size=V, layout=Layout.seq()).eval()
+    if backend:
+        model.compile_step(backend)
+    return model
+
+
+# the step tests run on the eager step and on the native loop (priors/wavenet_step.py), which
+# shares the queues with the chunked steps, rewind and reorder
+steps = pytest.mark.parametrize("backend", [None, "native"])
 
 
 class TestConditionalWaveNet(PriorContract):
@@ -49,11 +58,12 @@ def test_dilations_and_receptive_field():
     assert diff[t + rf + 1 :].max() == 0
 
 
+@steps
 @pytest.mark.parametrize("n_classes,kernel_size", [(0, 2), (3, 2), (0, 3)])
-def test_fast_generation_matches_naive_recompute(n_classes, kernel_size):
+def test_fast_generation_matches_naive_recompute(n_classes, kernel_size, backend):
     """Paine et al.'s queues give the very conditionals of a full recompute, over a sequence
     over two receptive fields long (every queue wraps around)."""
-    model = make(n_classes=n_classes, max_rewind=0, kernel_size=kernel_size)
+    model = make(backend, n_classes=n_classes, max_rewind=0, kernel_size=kernel_size)
     cond = torch.tensor([0, 2]) if n_classes else None
     g = torch.Generator().manual_seed(1)
     logits, state = model.init_state(2, cond)
@@ -70,8 +80,9 @@ def test_fast_generation_matches_naive_recompute(n_classes, kernel_size):
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_chunked_steps_match_forward_on_long_sequences():
-    model = make()
+@steps
+def test_chunked_steps_match_forward_on_long_sequences(backend):
+    model = make(backend)
     ids = torch.randint(0, V, (2, 150), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         logits, state = model.init_state(2)
@@ -82,16 +93,18 @@ def test_chunked_steps_match_forward_on_long_sequences():
         torch.testing.assert_close(torch.cat(outs, 1)[:, :150], model(ids), atol=1e-5, rtol=1e-5)
 
 
-def test_rewind_forgets_exactly():
-    model = make(max_rewind=5)
+@steps
+def test_rewind_forgets_exactly(backend):
+    model = make(backend, max_rewind=5)
     g = torch.Generator().manual_seed(3)
     a, b = torch.randint(0, V, (1, 40), generator=g), torch.randint(0, V, (1, 4), generator=g)
     with torch.no_grad():
         _, state = model.init_state(1)
         _, state = model.step(state, a[:, :36])
-        _, state = model.step(state, a[:, 36:])  # 4 tokens to be rejected, fed in one chunk
+        for i in range(36, 40):  # 4 tokens to be rejected, one step each
+            _, state = model.step(state, a[:, i : i + 1])
         state = model.rewind(state, 4)
-        out, state = model.step(state, b)
+        out, state = model.step(state, b)  # their replacements in one chunk
         expected = model(torch.cat([a[:, :36], b, b[:, :1]], dim=1))[:, 37:41]
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
         with pytest.raises(ValueError, match="can forget 5"):
@@ -99,14 +112,16 @@ def test_rewind_forgets_exactly():
         assert model.rewind(state, 0) is state
 
 
-def test_reorder_state_follows_rows():
-    model = make(n_classes=3)
+@steps
+def test_reorder_state_follows_rows(backend):
+    model = make(backend, n_classes=3)
     ids = torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(4))
     cond = torch.tensor([0, 1, 2])
     order = torch.tensor([2, 2, 0])
     with torch.no_grad():
         _, state = model.init_state(3, cond)
-        _, state = model.step(state, ids[:, :18])
+        _, state = model.step(state, ids[:, :17])
+        _, state = model.step(state, ids[:, 17:18])
         state = model.reorder_state(state, order)
         out, _ = model.step(state, ids[order, 18:19])  # -> the logits of token 19
         torch.testing.assert_close(out[:, 0], model(ids[order], cond[order])[:, -1], atol=1e-5, rtol=1e-5)
@@ -129,25 +144,47 @@ def test_conditioning_is_required_and_used():
         assert not torch.allclose(model(ids, torch.tensor([0])), model(ids, torch.tensor([1])))
 
 
-def test_compiled_step_gives_the_eager_conditionals():
-    """`DecodeConfig(compile=True)`: the compiled one-sample step (one program for every position,
-    the queue index a tensor) decodes the very sequence the eager step does, queues wrapping."""
+@pytest.mark.parametrize("backend", ["auto", "inductor"])
+def test_compiled_step_gives_the_eager_conditionals(backend):
+    """`DecodeConfig(compile=True)` (backend auto: the native loop on a CPU) and torch.compile
+    (one program for every position, the queue index a tensor) decode the very sequence the
+    eager step does, queues wrapping."""
     model = make(n_layer=3, n_block=1, n_classes=3)
     cond = torch.tensor([1, 2])
     config = DecodeConfig(max_new_tokens=2 * model.receptive_field + 3, greedy=True)
     eager = generate(model, 2, config, cond=cond)
-    compiled = generate(model, 2, config.model_copy(update={"compile": True}), cond=cond)
-    assert torch.equal(compiled.tokens, eager.tokens)
-    # after compiling, a step on a fresh state still matches the eager one
+    compiled = make(n_layer=3, n_block=1, n_classes=3)
+    if backend == "auto":
+        got = generate(compiled, 2, config.model_copy(update={"compile": True}), cond=cond)
+    else:
+        compiled.compile_step(backend)
+        got = generate(compiled, 2, config, cond=cond)
+    assert torch.equal(got.tokens, eager.tokens)
+    # a fresh state of the compiled model steps to the eager conditionals
     with torch.no_grad():
-        _, fast = model.init_state(2, cond)
         ids = eager.tokens[:, :4]
-        model._compiled, saved = None, model._compiled
         _, slow = model.init_state(2, cond)
         want = model.step(slow, ids).params
-        model._compiled = saved
-        got = torch.cat([model.step(fast, ids[:, i : i + 1]).params for i in range(4)], 1)
+        _, fast = compiled.init_state(2, cond)
+        got = torch.cat([compiled.step(fast, ids[:, i : i + 1]).params for i in range(4)], 1)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_compile_backends():
+    model = make()
+    model.compile_step("native")
+    assert model._native and model._compiled is None  # no torch.compile program held
+    with pytest.raises(ValueError, match="unknown compile backend 'tvm'.*auto, native or inductor"):
+        model.compile_step("tvm")
+    with torch.no_grad():  # inputs the loop cannot take run the eager step: float64
+        model.double()
+        logits, state = model.init_state(1)
+        out, state = model.step(state, torch.tensor([[3]]))
+    assert state.native is None and out.dtype == torch.float64
+    model.float()
+    logits, state = model.init_state(1)
+    out, state = model.step(state, torch.tensor([[3]]))  # and autograd on: eager, differentiable
+    assert state.native is None and out.requires_grad
 
 
 def test_compile_is_refused_by_priors_without_a_compiled_step():

@@ -1,0 +1,128 @@
+"""The Fast WaveNet one-sample step as one native loop (numba), for CPU decoding.
+
+At one sample per call a WaveNet layer is a handful of products of a few rows with matrices of
+64-128 columns: some 30 thousand multiply-adds, which take a core about a microsecond. Issued as
+PyTorch ops, each of the dozen ops per layer costs a few microseconds of dispatch and allocation
+on its own, and torch.compile still calls a matrix-product kernel per product; in either form the
+fixed cost, not arithmetic, decides. Here the whole step (every layer's queue write and tap reads,
+the dilated convolution, the gated unit, the residual and skip products and the output head) is
+one compiled loop over the queues in place, so a sample costs what its arithmetic costs
+(benchmarks/wavenet_generation.py: real time at batch 1 on one core).
+
+`NativeStep` holds the weights laid out for the loop (copied once per decoding state) and numpy
+views of the state's queues: the kernel writes the very memory the PyTorch paths (chunked
+steps, rewind) read, so the two mix freely. The numerics match the eager step to float32
+rounding (the gate is tanh(f) * sigmoid(g) written with exp; sums in another order).
+numba compiles the loop on first use (seconds, then cached on disk beside this file or in the
+user's cache directory).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit
+
+# fastmath: lets LLVM vectorise the inner products (reassociating sums), like a BLAS kernel does
+_jit = njit(cache=True, fastmath=True, nogil=True, boundscheck=False)
+
+
+@_jit
+def _affine(a, w, bias, out):
+    """out (B, N) = a (B, K) @ w (K, N) + bias (N,): rows of a against the rows of w, the inner
+    loop running along w's contiguous rows."""
+    for b in range(a.shape[0]):
+        for n in range(w.shape[1]):
+            out[b, n] = bias[n]
+        for k in range(a.shape[1]):
+            ak = a[b, k]
+            for n in range(w.shape[1]):
+                out[b, n] += ak * w[k, n]
+
+
+@_jit
+def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_b,
+          head1_w, head1_b, head2_w, head2_b, out):
+    """One input x (B, R) at position `pos` -> head params out (B, P); every layer's queue
+    (rings[l], (B, R, L_l)) gets its input at slot pos % L_l, as priors/wavenet.one_sample does."""
+    B, R = x.shape
+    n_layer, KR, R2 = conv.shape
+    K = KR // R
+    h = x.copy()  # the residual stream
+    taps = np.empty((B, KR), np.float32)  # the K inputs of the dilated convolution, oldest first
+    pre = np.empty((B, R2), np.float32)  # filter and gate pre-activations
+    z = np.empty((B, n_layer * R), np.float32)  # every layer's gated output: the skips at once
+    for layer in range(n_layer):
+        ring = rings[layer]
+        L = ring.shape[2]
+        d = dilations[layer]
+        for b in range(B):
+            for r in range(R):
+                ring[b, r, pos % L] = h[b, r]
+            for j in range(K):
+                slot = (pos - d * (K - 1 - j)) % L  # Python's modulo: never negative
+                for r in range(R):
+                    taps[b, j * R + r] = ring[b, r, slot]
+        for b in range(B):
+            for n in range(R2):
+                pre[b, n] = gate_bias[layer, b, n]
+            for k in range(KR):
+                tk = taps[b, k]
+                for n in range(R2):
+                    pre[b, n] += tk * conv[layer, k, n]
+            for r in range(R):
+                # tanh(f) * sigmoid(g), the gated activation unit
+                f, g = pre[b, r], pre[b, R + r]
+                z[b, layer * R + r] = (1.0 - 2.0 / (math.exp(2.0 * f) + 1.0)) / (1.0 + math.exp(-g))
+        if layer < n_layer - 1:  # the last layer's residual output feeds nothing
+            for b in range(B):
+                for n in range(R):
+                    h[b, n] += res_b[layer, n]
+                for k in range(R):
+                    zk = z[b, layer * R + k]
+                    for n in range(R):
+                        h[b, n] += zk * res_w[layer, k, n]
+    skip = np.empty((B, skip_w.shape[1]), np.float32)
+    _affine(z, skip_w, skip_b, skip)
+    hidden = np.empty((B, head1_w.shape[1]), np.float32)
+    _affine(np.maximum(skip, np.float32(0)), head1_w, head1_b, hidden)  # ReLU, 1x1, ReLU, 1x1
+    _affine(np.maximum(hidden, np.float32(0)), head2_w, head2_b, out)
+
+
+class NativeStep:
+    """A decoding state's step weights (priors/wavenet.StepWeights) laid out for `_step`, and
+    numpy views of its queues. Built once per state (reorder_state makes a new one)."""
+
+    def __init__(self, rings: list[torch.Tensor], w) -> None:
+        host = lambda t: np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)  # noqa: E731
+        n_residual = rings[0].size(1)
+        self.rings = tuple(ring.numpy() for ring in rings)  # views: the kernel writes the queues
+        self.dilations = np.array(w.dilations, dtype=np.int64)
+        self.conv = host(torch.stack(w.conv))  # (layers, K * R, 2R)
+        self.gate_bias = host(torch.stack(w.gate_bias))  # (layers, B, 2R)
+        zeros = torch.zeros(n_residual, n_residual), torch.zeros(n_residual)
+        res = [zeros if r is None else r for r in w.res]
+        self.res_w = host(torch.stack([weight for weight, _ in res]))  # (layers, R, R)
+        self.res_b = host(torch.stack([bias for _, bias in res]))
+        self.skip = host(w.skip[0]), host(w.skip[1])
+        (w1, b1), (w2, b2) = w.head
+        self.head = host(w1), host(b1), host(w2), host(b2)
+
+    @classmethod
+    def of(cls, rings: list[torch.Tensor], w) -> NativeStep | None:
+        """The native step of a state, or None where its queues are not plain float32 CPU
+        memory that the loop can write in place."""
+        if all(r.device.type == "cpu" and r.dtype == torch.float32 and r.is_contiguous()
+               for r in rings):
+            return cls(rings, w)
+        return None
+
+    def __call__(self, pos: int, x: torch.Tensor) -> torch.Tensor:
+        """One input x (B, R) at position pos -> head params (B, P)."""
+        out = np.empty((x.size(0), self.head[2].shape[1]), dtype=np.float32)
+        _step(self.rings, self.dilations, pos, np.ascontiguousarray(x.numpy()), self.conv,
+              self.gate_bias, self.res_w, self.res_b, *self.skip, *self.head, out)
+        return torch.from_numpy(out)
+
