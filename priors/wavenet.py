@@ -174,7 +174,12 @@ class WaveNet(Prior):
         return StepOutput(logits[:, 0], state)
 
     def step(self, state: WaveNetState, ids: torch.Tensor) -> StepOutput:
-        logits = self._push(state, self.embed(ids).transpose(1, 2))
+        native = self._native_step(state) if ids.size(1) == 1 else None
+        if native is not None and native.embedding is not None:  # token ids straight to the loop
+            pos, state.pos = state.pos, state.pos + 1
+            logits = native(pos, ids[:, 0])[:, None]
+        else:
+            logits = self._push(state, self.embed(ids).transpose(1, 2))
         state.rewindable = min(state.rewindable + ids.size(1), self.config.max_rewind)
         return StepOutput(logits, state)
 
@@ -213,16 +218,24 @@ class WaveNet(Prior):
     def _push_one(self, state: WaveNetState, x: torch.Tensor) -> torch.Tensor:
         """One input x (B, R) at position pos -> head params (B, P)."""
         pos, state.pos = state.pos, state.pos + 1
-        if self._native and state.native is not False and _native_input(x):
-            if state.native is None:
-                from priors.wavenet_step import NativeStep  # numba loads where the loop runs
-
-                state.native = NativeStep.of(state.rings, state.weights) or False
-            if state.native:
-                return state.native(pos, x)
+        native = self._native_step(state)
+        if native is not None:
+            return native(pos, x)
         if self._compiled is None:
             return one_sample(state.rings, pos, x, state.weights)
         return self._compiled(state.rings, torch.tensor(pos, device=x.device), x, state.weights)
+
+    def _native_step(self, state: WaveNetState):
+        """The state's native step (priors/wavenet_step.NativeStep) where the loop can take it:
+        after compile_step, outside autograd, queues of float32 CPU memory; else None."""
+        if not self._native or state.native is False or torch.is_grad_enabled():
+            return None
+        if state.native is None:
+            from priors.wavenet_step import NativeStep  # numba loads where the loop runs
+
+            table = None if self.space.continuous else self.embed.weight
+            state.native = NativeStep.of(state.rings, state.weights, table) or False
+        return state.native or None
 
     def compile_step(self, backend: str = "auto") -> None:
         """Make the one-sample step one compiled program (`DecodeConfig.compile`) instead of a
@@ -288,12 +301,6 @@ def one_sample(rings: list[torch.Tensor], pos: int | torch.Tensor, x: torch.Tens
     for weight, bias in w.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
         h = torch.addmm(bias, F.relu(h), weight)
     return h
-
-
-def _native_input(x: torch.Tensor) -> bool:
-    """Whether the native step can take this input: float32 on the CPU, outside autograd (the
-    loop computes no gradients)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 def _write(ring: torch.Tensor, pos: int | torch.Tensor, x: torch.Tensor) -> None:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 # fastmath: lets LLVM vectorise the inner products (reassociating sums), like a BLAS kernel does
 _jit = njit(cache=True, fastmath=True, nogil=True, boundscheck=False)
@@ -43,10 +44,11 @@ def _affine(a, w, bias, out):
 
 
 @_jit
-def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_b,
-          head1_w, head1_b, head2_w, head2_b, out):
-    """One input x (B, R) at position `pos` -> head params out (B, P); every layer's queue
-    (rings[l], (B, R, L_l)) gets its input at slot pos % L_l, as priors/wavenet.one_sample does."""
+def _rows(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_b,
+          head1_w, head1_b, head2_w, head2_b, out, lo, hi):
+    """Rows lo..hi-1 of the batch: input x (B, R) at position `pos` -> head params out (B, P);
+    every layer's queue (rings[l], (B, R, L_l)) gets its input at slot pos % L_l, as
+    priors/wavenet.one_sample does. Rows are independent, so threads can take a share each."""
     B, R = x.shape
     n_layer, KR, R2 = conv.shape
     K = KR // R
@@ -58,14 +60,13 @@ def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_
         ring = rings[layer]
         L = ring.shape[2]
         d = dilations[layer]
-        for b in range(B):
+        for b in range(lo, hi):
             for r in range(R):
                 ring[b, r, pos % L] = h[b, r]
             for j in range(K):
                 slot = (pos - d * (K - 1 - j)) % L  # Python's modulo: never negative
                 for r in range(R):
                     taps[b, j * R + r] = ring[b, r, slot]
-        for b in range(B):
             for n in range(R2):
                 pre[b, n] = gate_bias[layer, b, n]
             for k in range(KR):
@@ -76,27 +77,39 @@ def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_
                 # tanh(f) * sigmoid(g), the gated activation unit
                 f, g = pre[b, r], pre[b, R + r]
                 z[b, layer * R + r] = (1.0 - 2.0 / (math.exp(2.0 * f) + 1.0)) / (1.0 + math.exp(-g))
-        if layer < n_layer - 1:  # the last layer's residual output feeds nothing
-            for b in range(B):
+            if layer < n_layer - 1:  # the last layer's residual output feeds nothing
                 for n in range(R):
                     h[b, n] += res_b[layer, n]
                 for k in range(R):
                     zk = z[b, layer * R + k]
                     for n in range(R):
                         h[b, n] += zk * res_w[layer, k, n]
-    skip = np.empty((B, skip_w.shape[1]), np.float32)
-    _affine(z, skip_w, skip_b, skip)
-    hidden = np.empty((B, head1_w.shape[1]), np.float32)
+    skip = np.empty((hi - lo, skip_w.shape[1]), np.float32)
+    _affine(z[lo:hi], skip_w, skip_b, skip)
+    hidden = np.empty((hi - lo, head1_w.shape[1]), np.float32)
     _affine(np.maximum(skip, np.float32(0)), head1_w, head1_b, hidden)  # ReLU, 1x1, ReLU, 1x1
-    _affine(np.maximum(hidden, np.float32(0)), head2_w, head2_b, out)
+    _affine(np.maximum(hidden, np.float32(0)), head2_w, head2_b, out[lo:hi])
+
+
+@njit(cache=True, fastmath=True, nogil=True, boundscheck=False, parallel=True)
+def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_b,
+          head1_w, head1_b, head2_w, head2_b, out, shares):
+    """The step of every row, the batch cut into `shares` runs of rows, one per thread."""
+    B = x.shape[0]
+    for c in prange(shares):
+        _rows(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_b,
+              head1_w, head1_b, head2_w, head2_b, out, c * B // shares, (c + 1) * B // shares)
 
 
 class NativeStep:
     """A decoding state's step weights (priors/wavenet.StepWeights) laid out for `_step`, and
     numpy views of its queues. Built once per state (reorder_state makes a new one)."""
 
-    def __init__(self, rings: list[torch.Tensor], w) -> None:
+    def __init__(self, rings: list[torch.Tensor], w, embedding: torch.Tensor | None = None) -> None:
         host = lambda t: np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)  # noqa: E731
+        # the token embedding (V, R), where inputs are token ids: looked up here, not by a module
+        self.embedding = None if embedding is None else host(embedding)
+        self.shares = 0  # the thread count last set for numba (set_num_threads costs a call)
         n_residual = rings[0].size(1)
         self.rings = tuple(ring.numpy() for ring in rings)  # views: the kernel writes the queues
         self.dilations = np.array(w.dilations, dtype=np.int64)
@@ -111,18 +124,29 @@ class NativeStep:
         self.head = host(w1), host(b1), host(w2), host(b2)
 
     @classmethod
-    def of(cls, rings: list[torch.Tensor], w) -> NativeStep | None:
+    def of(cls, rings: list[torch.Tensor], w, embedding: torch.Tensor | None = None) -> NativeStep | None:
         """The native step of a state, or None where its queues are not plain float32 CPU
         memory that the loop can write in place."""
         if all(r.device.type == "cpu" and r.dtype == torch.float32 and r.is_contiguous()
                for r in rings):
-            return cls(rings, w)
+            return cls(rings, w, embedding)
         return None
 
     def __call__(self, pos: int, x: torch.Tensor) -> torch.Tensor:
-        """One input x (B, R) at position pos -> head params (B, P)."""
-        out = np.empty((x.size(0), self.head[2].shape[1]), dtype=np.float32)
-        _step(self.rings, self.dilations, pos, np.ascontiguousarray(x.numpy()), self.conv,
-              self.gate_bias, self.res_w, self.res_b, *self.skip, *self.head, out)
+        """One input at position pos -> head params (B, P). x: the input rows (B, R), or token
+        ids (B,) where the state has the embedding table."""
+        x = x.numpy()
+        if x.dtype != np.float32:
+            x = self.embedding[x]  # (B, R), a copy
+        B = x.shape[0]
+        out = np.empty((B, self.head[2].shape[1]), dtype=np.float32)
+        # as many threads as PyTorch may use (OMP_NUM_THREADS, torch.set_num_threads), one run
+        # of rows each: at batch 1 the step stays on the calling thread
+        shares = min(B, torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        if shares != self.shares:
+            numba.set_num_threads(shares)
+            self.shares = shares
+        _step(self.rings, self.dilations, pos, np.ascontiguousarray(x), self.conv, self.gate_bias,
+              self.res_w, self.res_b, *self.skip, *self.head, out, shares)
         return torch.from_numpy(out)
 

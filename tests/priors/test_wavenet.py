@@ -180,7 +180,7 @@ def test_compile_backends():
         model.double()
         logits, state = model.init_state(1)
         out, state = model.step(state, torch.tensor([[3]]))
-    assert state.native is None and out.dtype == torch.float64
+    assert state.native is False and out.dtype == torch.float64  # no native step for this state
     model.float()
     logits, state = model.init_state(1)
     out, state = model.step(state, torch.tensor([[3]]))  # and autograd on: eager, differentiable
@@ -194,3 +194,18 @@ def test_compile_is_refused_by_priors_without_a_compiled_step():
     gpt = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8), V, Layout.seq())
     with pytest.raises(DecodingError, match="no compiled step.*--compile"):
         generate(gpt, 1, DecodeConfig(max_new_tokens=2, compile=True))
+
+
+def test_native_step_on_real_valued_inputs():
+    """A WaveNet over real values (a linear input map, a Gaussian-mixture head) steps through the
+    native loop to the conditionals of teacher forcing."""
+    torch.manual_seed(0)
+    config = WaveNetConfig(n_layer=3, n_block=1, n_residual=8, n_skip=16, head="gaussian_mixture")
+    model = WaveNet(config, vocab_size=0, layout=Layout.seq(dims=1)).eval()
+    model.compile_step("native")
+    x = torch.randn(2, 12, 1)
+    with torch.no_grad():
+        first, state = model.init_state(2)
+        outs = [first[:, None]] + [model.step(state, x[:, t : t + 1]).params for t in range(11)]
+        assert state.native and state.native.embedding is None  # the rows go in embedded
+        torch.testing.assert_close(torch.cat(outs, 1), model(x), atol=1e-5, rtol=1e-5)
