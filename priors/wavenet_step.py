@@ -122,6 +122,7 @@ class NativeStep:
         self.skip = host(w.skip[0]), host(w.skip[1])
         (w1, b1), (w2, b2) = w.head
         self.head = host(w1), host(b1), host(w2), host(b2)
+        self.weights = (self.conv, self.gate_bias, self.res_w, self.res_b, *self.skip, *self.head)
 
     @classmethod
     def of(cls, rings: list[torch.Tensor], w, embedding: torch.Tensor | None = None) -> NativeStep | None:
@@ -135,7 +136,7 @@ class NativeStep:
     def __call__(self, pos: int, x: torch.Tensor) -> torch.Tensor:
         """One input at position pos -> head params (B, P). x: the input rows (B, R), or token
         ids (B,) where the state has the embedding table."""
-        x = x.numpy()
+        x = x.detach().numpy()
         if x.dtype != np.float32:
             x = self.embedding[x]  # (B, R), a copy
         B = x.shape[0]
@@ -146,7 +147,6 @@ class NativeStep:
         if shares != self.shares:
             numba.set_num_threads(shares)
             self.shares = shares
-        _step(self.rings, self.dilations, pos, np.ascontiguousarray(x), self.conv, self.gate_bias,
-              self.res_w, self.res_b, *self.skip, *self.head, out, shares)
+        _step(self.rings, self.dilations, pos, np.ascontiguousarray(x), *self.weights, out, shares)
         return torch.from_numpy(out)
 
