@@ -31,15 +31,23 @@ _jit = njit(cache=True, fastmath=True, nogil=True, boundscheck=False)
 
 
 @_jit
-def _affine(a, w, bias, out):
-    """out (B, N) = a (B, K) @ w (K, N) + bias (N,): rows of a against the rows of w, the inner
-    loop running along w's contiguous rows."""
-    for b in range(a.shape[0]):
-        for n in range(w.shape[1]):
-            out[b, n] = bias[n]
-        for k in range(a.shape[1]):
+def _accumulate(a, w, out):
+    """out (B, N) += a (B, K) @ w (K, N), four rows of w at a time: a pass over a row of out (in
+    L1) does four multiply-adds per load and store, and the four rows of w serve every row of the
+    batch while they are in cache (2x plain loops at batch 16 on an AVX2 core, as fast as BLAS
+    at these sizes without a library call per product)."""
+    B, K = a.shape
+    N = w.shape[1]
+    K4 = K - K % 4
+    for k in range(0, K4, 4):
+        for b in range(B):
+            a0, a1, a2, a3 = a[b, k], a[b, k + 1], a[b, k + 2], a[b, k + 3]
+            for n in range(N):
+                out[b, n] += a0 * w[k, n] + a1 * w[k + 1, n] + a2 * w[k + 2, n] + a3 * w[k + 3, n]
+    for k in range(K4, K):  # the rest of K
+        for b in range(B):
             ak = a[b, k]
-            for n in range(w.shape[1]):
+            for n in range(N):
                 out[b, n] += ak * w[k, n]
 
 
@@ -49,46 +57,49 @@ def _rows(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_
     """Rows lo..hi-1 of the batch: input x (B, R) at position `pos` -> head params out (B, P);
     every layer's queue (rings[l], (B, R, L_l)) gets its input at slot pos % L_l, as
     priors/wavenet.one_sample does. Rows are independent, so threads can take a share each."""
-    B, R = x.shape
+    R = x.shape[1]
     n_layer, KR, R2 = conv.shape
     K = KR // R
-    h = x.copy()  # the residual stream
+    B = hi - lo
+    h = x[lo:hi].copy()  # the residual stream
     taps = np.empty((B, KR), np.float32)  # the K inputs of the dilated convolution, oldest first
     pre = np.empty((B, R2), np.float32)  # filter and gate pre-activations
+    gated = np.empty((B, R), np.float32)
     z = np.empty((B, n_layer * R), np.float32)  # every layer's gated output: the skips at once
     for layer in range(n_layer):
         ring = rings[layer]
         L = ring.shape[2]
         d = dilations[layer]
-        for b in range(lo, hi):
+        for b in range(B):
             for r in range(R):
-                ring[b, r, pos % L] = h[b, r]
+                ring[lo + b, r, pos % L] = h[b, r]
             for j in range(K):
                 slot = (pos - d * (K - 1 - j)) % L  # Python's modulo: never negative
                 for r in range(R):
-                    taps[b, j * R + r] = ring[b, r, slot]
+                    taps[b, j * R + r] = ring[lo + b, r, slot]
             for n in range(R2):
-                pre[b, n] = gate_bias[layer, b, n]
-            for k in range(KR):
-                tk = taps[b, k]
-                for n in range(R2):
-                    pre[b, n] += tk * conv[layer, k, n]
+                pre[b, n] = gate_bias[layer, lo + b, n]
+        _accumulate(taps, conv[layer], pre)
+        for b in range(B):
             for r in range(R):
                 # tanh(f) * sigmoid(g), the gated activation unit
                 f, g = pre[b, r], pre[b, R + r]
-                z[b, layer * R + r] = (1.0 - 2.0 / (math.exp(2.0 * f) + 1.0)) / (1.0 + math.exp(-g))
-            if layer < n_layer - 1:  # the last layer's residual output feeds nothing
-                for n in range(R):
-                    h[b, n] += res_b[layer, n]
-                for k in range(R):
-                    zk = z[b, layer * R + k]
-                    for n in range(R):
-                        h[b, n] += zk * res_w[layer, k, n]
-    skip = np.empty((hi - lo, skip_w.shape[1]), np.float32)
-    _affine(z[lo:hi], skip_w, skip_b, skip)
-    hidden = np.empty((hi - lo, head1_w.shape[1]), np.float32)
-    _affine(np.maximum(skip, np.float32(0)), head1_w, head1_b, hidden)  # ReLU, 1x1, ReLU, 1x1
-    _affine(np.maximum(hidden, np.float32(0)), head2_w, head2_b, out[lo:hi])
+                gated[b, r] = (1.0 - 2.0 / (math.exp(2.0 * f) + 1.0)) / (1.0 + math.exp(-g))
+                z[b, layer * R + r] = gated[b, r]
+        if layer < n_layer - 1:  # the last layer's residual output feeds nothing
+            for b in range(B):
+                for r in range(R):
+                    h[b, r] += res_b[layer, r]
+            _accumulate(gated, res_w[layer], h)
+    skip = np.empty((B, skip_w.shape[1]), np.float32)
+    skip[:] = skip_b
+    _accumulate(z, skip_w, skip)
+    hidden = np.empty((B, head1_w.shape[1]), np.float32)
+    hidden[:] = head1_b
+    _accumulate(np.maximum(skip, np.float32(0)), head1_w, hidden)  # ReLU, 1x1, ReLU, 1x1
+    params = out[lo:hi]
+    params[:] = head2_b
+    _accumulate(np.maximum(hidden, np.float32(0)), head2_w, params)
 
 
 @njit(cache=True, fastmath=True, nogil=True, boundscheck=False, parallel=True)
