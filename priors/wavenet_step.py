@@ -6,15 +6,18 @@ PyTorch ops, each of the dozen ops per layer costs a few microseconds of dispatc
 on its own, and torch.compile still calls a matrix-product kernel per product; in either form the
 fixed cost, not arithmetic, decides. Here the whole step (every layer's queue write and tap reads,
 the dilated convolution, the gated unit, the residual and skip products and the output head) is
-one compiled loop over the queues in place, so a sample costs what its arithmetic costs
-(benchmarks/wavenet_generation.py: real time at batch 1 on one core).
+one compiled loop over the queues in place, so a sample costs little more than its arithmetic
+and the reads of its weights (benchmarks/wavenet_generation.py; BENCHMARKS.md, issue 18).
 
 `NativeStep` holds the weights laid out for the loop (copied once per decoding state) and numpy
 views of the state's queues: the kernel writes the very memory the PyTorch paths (chunked
 steps, rewind) read, so the two mix freely. The numerics match the eager step to float32
-rounding (the gate is tanh(f) * sigmoid(g) written with exp; sums in another order).
-numba compiles the loop on first use (seconds, then cached on disk beside this file or in the
-user's cache directory).
+rounding (the gate is tanh(f) * sigmoid(g) written with exp; sums in another order). Rows
+are independent, so a batch is cut into one run of rows per thread (PyTorch's thread count), and
+a row's arithmetic does not depend on the batch around it.
+numba compiles the loop on first use (about 20 s on a 2-core machine, once: numba caches it on
+disk, beside this file or in the user's cache directory, and later processes load it in about
+a second).
 """
 
 from __future__ import annotations
