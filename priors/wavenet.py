@@ -32,6 +32,7 @@ the context stacks of the paper, and parallel/distilled WaveNet.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -176,8 +177,8 @@ class WaveNet(Prior):
     def step(self, state: WaveNetState, ids: torch.Tensor) -> StepOutput:
         native = self._native_step(state) if ids.size(1) == 1 else None
         if native is not None and native.embedding is not None:  # token ids straight to the loop
-            pos, state.pos = state.pos, state.pos + 1
-            logits = native(pos, ids[:, 0])[:, None]
+            logits = native(state.pos, ids[:, 0])[:, None]
+            state.pos += 1
         else:
             logits = self._push(state, self.embed(ids).transpose(1, 2))
         state.rewindable = min(state.rewindable + ids.size(1), self.config.max_rewind)
@@ -220,7 +221,11 @@ class WaveNet(Prior):
         pos, state.pos = state.pos, state.pos + 1
         native = self._native_step(state)
         if native is not None:
-            return native(pos, x)
+            try:
+                return native(pos, x)
+            except BaseException:  # the state stays where it was (an interrupt, a bad id)
+                state.pos = pos
+                raise
         if self._compiled is None:
             return one_sample(state.rings, pos, x, state.weights)
         return self._compiled(state.rings, torch.tensor(pos, device=x.device), x, state.weights)
@@ -231,8 +236,13 @@ class WaveNet(Prior):
         if not self._native or state.native is False or torch.is_grad_enabled():
             return None
         if state.native is None:
-            from priors.wavenet_step import NativeStep  # numba loads where the loop runs
-
+            try:
+                from priors.wavenet_step import NativeStep  # numba loads where the loop runs
+            except (ImportError, RuntimeError) as exc:  # no numba; a cache numba cannot write
+                warnings.warn(f"the WaveNet's native step is unavailable ({exc}); decoding "
+                              "with the PyTorch step", RuntimeWarning, stacklevel=3)
+                self._native = False
+                return None
             table = None if self.space.continuous else self.embed.weight
             state.native = NativeStep.of(state.rings, state.weights, table) or False
         return state.native or None
@@ -276,8 +286,10 @@ class WaveNet(Prior):
         w = state.weights
         weights = StepWeights(w.conv, [pick(b) for b in w.gate_bias], w.res, w.skip, w.head,
                               w.dilations, w.kernel_size)
-        return WaveNetState([pick(r) for r in state.rings], [pick(b) for b in state.biases],
-                            state.pos, state.rewindable, weights)
+        rings = [pick(r) for r in state.rings]
+        native = state.native.reordered(rings, index.cpu()) if state.native else state.native
+        return WaveNetState(rings, [pick(b) for b in state.biases], state.pos, state.rewindable,
+                            weights, native)
 
 
 def one_sample(rings: list[torch.Tensor], pos: int | torch.Tensor, x: torch.Tensor,

@@ -15,22 +15,31 @@ steps, rewind) read, so the two mix freely. The numerics match the eager step to
 rounding (the gate is tanh(f) * sigmoid(g) written with exp; sums in another order). Rows
 are independent, so a batch is cut into one run of rows per thread (PyTorch's thread count), and
 a row's arithmetic does not depend on the batch around it.
-numba compiles the loop on first use (about 20 s on a 2-core machine, once: numba caches it on
-disk, beside this file or in the user's cache directory, and later processes load it in about
-a second).
+numba compiles the loop on first use (about 20 s on a 2-core machine, once per number of
+layers: numba caches it on disk, beside this file or in the user's cache directory, and later
+processes load it in about a second).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 
 import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
-# fastmath: lets LLVM vectorise the inner products (reassociating sums), like a BLAS kernel does
-_jit = njit(cache=True, fastmath=True, nogil=True, boundscheck=False)
+# Reassociating sums lets LLVM vectorise the inner products, as a BLAS kernel does; the flags
+# leave out "no NaN / no inf", so a NaN input or weight gives NaN params as the eager step does,
+# and numpy's error model makes x / 0 an inf, never a Python exception.
+_OPTIONS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy",
+                fastmath={"reassoc", "contract", "arcp", "nsz"})
+_jit = njit(**_OPTIONS)
+# numba's fallback threading layer (workqueue, where neither OpenMP nor TBB is found) aborts the
+# process when two threads run parallel code at once: parallel steps take turns
+_parallel = threading.Lock()
 
 
 @_jit
@@ -105,7 +114,7 @@ def _rows(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_
     _accumulate(np.maximum(hidden, np.float32(0)), head2_w, params)
 
 
-@njit(cache=True, fastmath=True, nogil=True, boundscheck=False, parallel=True)
+@njit(parallel=True, **_OPTIONS)
 def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_b,
           head1_w, head1_b, head2_w, head2_b, out, shares):
     """The step of every row, the batch cut into `shares` runs of rows, one per thread."""
@@ -116,14 +125,16 @@ def _step(rings, dilations, pos, x, conv, gate_bias, res_w, res_b, skip_w, skip_
 
 
 class NativeStep:
-    """A decoding state's step weights (priors/wavenet.StepWeights) laid out for `_step`, and
-    numpy views of its queues. Built once per state (reorder_state makes a new one)."""
+    """A decoding state's step weights (priors/wavenet.StepWeights) laid out for `_rows`, and
+    numpy views of its queues. Built on a state's first native step; reorder_state carries it
+    over with the rows picked (`reordered`). Weights that are contiguous float32 already (the
+    embedding table, biases) are views of the parameters, the stacked ones copies: decoding
+    does not change them."""
 
     def __init__(self, rings: list[torch.Tensor], w, embedding: torch.Tensor | None = None) -> None:
         host = lambda t: np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)  # noqa: E731
         # the token embedding (V, R), where inputs are token ids: looked up here, not by a module
         self.embedding = None if embedding is None else host(embedding)
-        self.shares = 0  # the thread count last set for numba (set_num_threads costs a call)
         n_residual = rings[0].size(1)
         self.rings = tuple(ring.numpy() for ring in rings)  # views: the kernel writes the queues
         self.dilations = np.array(w.dilations, dtype=np.int64)
@@ -147,20 +158,36 @@ class NativeStep:
             return cls(rings, w, embedding)
         return None
 
+    def reordered(self, rings: list[torch.Tensor], index: torch.Tensor) -> NativeStep:
+        """This step for the state of reorder_state: its new queues, each row's class bias
+        picked by `index`; the weights are shared, not laid out again (beam search reorders
+        at every step)."""
+        step = copy.copy(self)
+        step.rings = tuple(ring.numpy() for ring in rings)
+        step.gate_bias = np.ascontiguousarray(self.gate_bias[:, index.numpy()])
+        step.weights = (self.conv, step.gate_bias, *self.weights[2:])
+        return step
+
     def __call__(self, pos: int, x: torch.Tensor) -> torch.Tensor:
         """One input at position pos -> head params (B, P). x: the input rows (B, R), or token
         ids (B,) where the state has the embedding table."""
         x = x.detach().numpy()
         if x.dtype != np.float32:
+            if x.size and x.min() < 0:  # numpy would count a negative id from the end
+                raise IndexError(f"token id {x.min()} is out of range [0, {len(self.embedding)})")
             x = self.embedding[x]  # (B, R), a copy
+        x = np.ascontiguousarray(x)
         B = x.shape[0]
         out = np.empty((B, self.head[2].shape[1]), dtype=np.float32)
         # as many threads as PyTorch may use (OMP_NUM_THREADS, torch.set_num_threads), one run
-        # of rows each: at batch 1 the step stays on the calling thread
+        # of rows each; one row, or one thread, runs on the calling thread
         shares = min(B, torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-        if shares != self.shares:
-            numba.set_num_threads(shares)
-            self.shares = shares
-        _step(self.rings, self.dilations, pos, np.ascontiguousarray(x), *self.weights, out, shares)
+        if shares <= 1:
+            _rows(self.rings, self.dilations, pos, x, *self.weights, out, 0, B)
+        else:
+            with _parallel:
+                if numba.get_num_threads() != shares:  # a per-thread setting
+                    numba.set_num_threads(shares)
+                _step(self.rings, self.dilations, pos, x, *self.weights, out, shares)
         return torch.from_numpy(out)
 

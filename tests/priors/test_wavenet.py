@@ -210,3 +210,45 @@ def test_native_step_on_real_valued_inputs():
         outs = [first[:, None]] + [model.step(state, x[:, t : t + 1]).params for t in range(11)]
         assert state.native and state.native.embedding is None  # the rows go in embedded
         torch.testing.assert_close(torch.cat(outs, 1), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_native_step_in_beam_search_and_on_bad_values():
+    """Beam search reorders the native step's rows (the weights are not laid out again) to the
+    eager beams; a NaN input gives NaN params, as the eager step does; a negative id is an
+    IndexError that leaves the state where it was."""
+    config = DecodeConfig(max_new_tokens=12, num_beams=3)
+    cond = torch.tensor([1, 2])
+    eager = generate(make(n_classes=3), 2, config, cond=cond)
+    native = generate(make(n_classes=3), 2, config.model_copy(update={"compile": True}), cond=cond)
+    assert torch.equal(native.tokens, eager.tokens)
+
+    torch.manual_seed(0)
+    real = WaveNet(WaveNetConfig(n_layer=2, n_residual=4, n_skip=4, head="gaussian_mixture"), 0,
+                   Layout.seq(dims=1)).eval()
+    real.compile_step("native")
+    model = make()
+    model.compile_step("native")
+    with torch.no_grad():
+        _, state = real.init_state(1)
+        out, _ = real.step(state, torch.full((1, 1, 1), float("nan")))
+        assert state.native and out.isnan().all()
+        _, state = model.init_state(1)
+        model.step(state, torch.tensor([[2]]))
+        with pytest.raises(IndexError, match="token id -1"):
+            model.step(state, torch.tensor([[-1]]))
+        assert state.pos == 2
+
+
+def test_without_the_native_loop_compile_falls_back_to_the_eager_step(monkeypatch):
+    """Where numba cannot load the loop (not installed; a disk cache it cannot write), decoding
+    warns once and runs the PyTorch step."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "priors.wavenet_step", None)  # the import fails
+    model = make()
+    model.compile_step("native")
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="native step is unavailable"):
+        _, state = model.init_state(1)
+    with torch.no_grad():
+        out, state = model.step(state, torch.tensor([[3]]))
+    assert not model._native and state.native is None and out.shape == (1, 1, V)
