@@ -250,7 +250,7 @@ class WaveNet(Prior):
     def compile_step(self, backend: str = "auto") -> None:
         """Make the one-sample step one compiled program (`DecodeConfig.compile`) instead of a
         dozen small ops per layer. backend "native": the numba loop of priors/wavenet_step.py
-        (CPU, float32, outside autograd; about 20 s to compile once, then cached on disk);
+        (CPU, float32, outside autograd; about 10 s to compile once, then cached on disk);
         "inductor": torch.compile (any device; tens of seconds per process and batch size);
         "auto": native where it can run, inductor elsewhere. benchmarks/wavenet_generation.py
         measures all three against the eager step."""

@@ -15,9 +15,9 @@ steps, rewind) read, so the two mix freely. The numerics match the eager step to
 rounding (the gate is tanh(f) * sigmoid(g) written with exp; sums in another order). Rows
 are independent, so a batch is cut into one run of rows per thread (PyTorch's thread count), and
 a row's arithmetic does not depend on the batch around it.
-numba compiles the loop on first use (about 20 s on a 2-core machine, once per number of
-layers: numba caches it on disk, beside this file or in the user's cache directory, and later
-processes load it in about a second).
+numba compiles the loop on first use (about 10 s on a 2-core machine, and as much again for
+the threaded variant; once per number of layers: numba caches it on disk, beside this file or
+in the user's cache directory, and later processes load it in about a second).
 """
 
 from __future__ import annotations
