@@ -177,7 +177,7 @@ class WaveNet(Prior):
     def step(self, state: WaveNetState, ids: torch.Tensor) -> StepOutput:
         native = self._native_step(state) if ids.size(1) == 1 else None
         if native is not None and native.embedding is not None:  # token ids straight to the loop
-            logits = native(state.pos, ids[:, 0])[:, None]
+            logits = native.tokens(state.pos, ids)
             state.pos += 1
         else:
             logits = self._push(state, self.embed(ids).transpose(1, 2))

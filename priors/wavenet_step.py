@@ -169,13 +169,19 @@ class NativeStep:
         return step
 
     def __call__(self, pos: int, x: torch.Tensor) -> torch.Tensor:
-        """One input at position pos -> head params (B, P). x: the input rows (B, R), or token
-        ids (B,) where the state has the embedding table."""
-        x = x.detach().numpy()
-        if x.dtype != np.float32:
-            if x.size and x.min() < 0:  # numpy would count a negative id from the end
-                raise IndexError(f"token id {x.min()} is out of range [0, {len(self.embedding)})")
-            x = self.embedding[x]  # (B, R), a copy
+        """One input x (B, R) at position pos -> head params (B, P)."""
+        return torch.from_numpy(self._run(pos, x.detach().numpy()))
+
+    def tokens(self, pos: int, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, 1) at position pos -> head params (B, 1, P), looked up in the state's
+        table with numpy: no PyTorch op between the loop's calls (after the loop has streamed
+        its weights through the caches, each would run cold)."""
+        ids = ids.numpy().reshape(-1)
+        if ids.size and ids.min() < 0:  # numpy would count a negative id from the end
+            raise IndexError(f"token id {ids.min()} is out of range [0, {len(self.embedding)})")
+        return torch.from_numpy(self._run(pos, self.embedding[ids])[:, None])
+
+    def _run(self, pos: int, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
         B = x.shape[0]
         out = np.empty((B, self.head[2].shape[1]), dtype=np.float32)
@@ -189,5 +195,4 @@ class NativeStep:
                 if numba.get_num_threads() != shares:  # a per-thread setting
                     numba.set_num_threads(shares)
                 _step(self.rings, self.dilations, pos, x, *self.weights, out, shares)
-        return torch.from_numpy(out)
-
+        return out
