@@ -4,8 +4,9 @@ The same code runs on a CPU, one GPU, several GPUs and several machines (`accele
 `torchrun`): Accelerate places the model, shards batches across processes, averages gradients and
 handles mixed precision and gradient accumulation. `train.batch_size` is per process.
 
-- AdamW (fused on CUDA) with decoupled weight decay, none on biases, norms and embeddings; linear
-  warmup then cosine decay to `min_lr`; gradient clipping.
+- AdamW (fused: one kernel per step over all tensors, on the CPU as on CUDA) with decoupled
+  weight decay, none on biases, norms and embeddings; linear warmup then cosine decay to
+  `min_lr`; gradient clipping.
 - Validation every `eval_every` steps, reported in the data's own units (bits per character, per
   subpixel...), reduced across processes; early stopping on it if asked.
 - Exact resume: a checkpoint holds weights, optimizer, scheduler, every process's RNG state and the
@@ -142,6 +143,15 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # validation results so far
 
 
+def fusable(prior: torch.nn.Module, device: torch.device) -> bool:
+    """Whether AdamW's fused kernel can take every parameter: a CPU or CUDA device and real
+    floating-point weights. Where an update touches as many numbers as the products do (a wide
+    MADE layer at batch 100), the foreach path's dozen passes over every tensor are a large part
+    of the step; it stays for anything else (complex weights, other devices)."""
+    return device.type in ("cpu", "cuda") and all(
+        p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) for p in prior.parameters())
+
+
 class Trainer:
     def __init__(self, prior: Prior, train_data: TokenData | TokenStream, val_data: TokenData | None,
                  cfg: TrainConfig, run_dir: Path, unit: str, accelerator: Accelerator,
@@ -183,7 +193,7 @@ class Trainer:
 
         self.optimizer = torch.optim.AdamW(
             param_groups(prior, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-            fused=accelerator.device.type == "cuda")
+            fused=fusable(prior, accelerator.device))
         # Counted in optimizer steps and stepped by hand: independent of the number of processes.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         model = torch.compile(prior) if cfg.compile else prior
