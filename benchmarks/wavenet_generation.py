@@ -3,6 +3,7 @@ WaveNet of recipes/fsdd/mulaw_wavenet.yaml (random weights: speed does not depen
 
     python benchmarks/wavenet_generation.py [--samples 8000] [--naive-samples 400] [--threads 1]
         [--rounds 2]
+    python benchmarks/wavenet_generation.py --target RUN --draft RUN[@K] ... [--clips 4] [--skip-tables]
 
 Naive: for every new sample, the whole stack recomputed over the receptive field (2,047 inputs,
 `WaveNet.naive_next_logits`). Fast: `init_state`/`step`, per-layer queues, O(layers) per sample.
@@ -18,6 +19,14 @@ on: "inductor" is torch.compile, "native" the numba loop of priors/wavenet_step.
 `compile=True` picks on a CPU) at batch 1 and 16, in alternating rounds, medians reported; each
 compiled step's first steps (compilation, once per batch size) are timed apart in wall time.
 On one thread every other figure is process CPU time.
+
+Speculative audio decoding (trained FSDD runs: `--target` a recipes/fsdd/mulaw_wavenet.yaml run,
+each `--draft` a smaller one with the same tokenizer, recipes/fsdd/wavenet_draft.yaml): one
+clip of `--samples` samples per digit class in turn at temperature 1, the target alone and with
+each draft, eager and compiled (`compile=True`: the native loop for the target's single steps and
+for the draft's; the target's verification pass of k + 1 samples is the chunked PyTorch step
+either way), alternating; acceptance rate and speed-up over the target alone with the same step
+(medians over the clips), and each kind's real-time factor.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Stopwatch, cpu, emit  # noqa: E402
+from _common import Stopwatch, cpu, draft_runs, emit  # noqa: E402
 
 from priors.wavenet import WaveNet, WaveNetConfig  # noqa: E402
 from tokenizers_ar import Layout  # noqa: E402
@@ -72,15 +81,70 @@ def clock() -> float:
     return time.process_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
+def speculative(target_run: str, drafts: list[str], clips: int, samples: int, draft_tokens: int) -> dict:
+    """The target alone and with each draft, eager and compiled, one clip per class in turn."""
+    from pipelines import Pipeline
+
+    target = Pipeline.load(target_run)
+    kinds: dict[str, dict] = {}
+    for compiled in (False, True):
+        tail = " compiled" if compiled else ""
+        kinds["alone" + tail] = {"compile": compiled}
+        for name, (run, k) in draft_runs(drafts, draft_tokens).items():
+            kinds[name + tail] = {"compile": compiled, "draft": Pipeline.load(run), "num_draft_tokens": k}
+    for kw in kinds.values():  # warm-up: the compiled steps compile (or load from the disk cache)
+        target.generate(1, cond=0, seed=0, temperature=1.0, max_new_tokens=50, **kw)
+    seconds = {k: [] for k in kinds}
+    rates = {k: [] for k in kinds if "draft" in kinds[k]}
+    with Stopwatch() as watch:
+        for i in range(clips):
+            for k in (list(kinds) if i % 2 == 0 else list(reversed(kinds))):
+                start = clock()
+                out = target.generate(1, cond=i % 10, seed=i, temperature=1.0, max_new_tokens=samples,
+                                      **kinds[k])
+                seconds[k].append(clock() - start)
+                if k in rates:
+                    rates[k].append(out.acceptance_rate)
+            print(f"clip {i}: " + ", ".join(f"{k} {seconds[k][-1]:.2f}s" for k in kinds), file=sys.stderr)
+
+    def row(k: str) -> dict:
+        alone = seconds["alone compiled" if kinds[k]["compile"] else "alone"]
+        out = {"seconds_median": statistics.median(seconds[k]),
+               "real_time_factor": samples / RATE / statistics.median(seconds[k])}
+        if k in rates:
+            out.update({"draft_tokens": kinds[k]["num_draft_tokens"],
+                        "acceptance_rate_mean": statistics.mean(rates[k]),
+                        "speedup_median": statistics.median(
+                            a / s for a, s in zip(alone, seconds[k], strict=True))})
+        return out
+
+    return {"target": target_run, "drafts": drafts, "clips": clips, "samples_per_clip": samples,
+            "temperature": 1.0, "cpu_share": watch.cpu_share, **{k: row(k) for k in kinds}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=RATE, help="fast: samples generated (1 s)")
     p.add_argument("--naive-samples", type=int, default=400, help="naive: samples timed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--rounds", type=int, default=2, help="alternating eager/compiled rounds")
+    p.add_argument("--target", help="a trained FSDD wavenet run (speculative part)")
+    p.add_argument("--draft", action="append", default=[],
+                   help="a draft run with the same tokenizer, RUN or RUN@K (repeatable)")
+    p.add_argument("--clips", type=int, default=4, help="speculative part: clips per kind")
+    p.add_argument("--draft-tokens", type=int, default=4)
+    p.add_argument("--skip-tables", action="store_true", help="only the speculative part")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.skip_tables:
+        if not (args.target and args.draft):
+            p.error("--skip-tables needs --target and --draft")
+        emit({"benchmark": "wavenet_generation", "cpu": cpu(), "threads": torch.get_num_threads(),
+              "clock": "process CPU time" if torch.get_num_threads() == 1 else "wall",
+              "speculative": speculative(args.target, args.draft, args.clips, args.samples,
+                                         args.draft_tokens)})
+        return
     torch.manual_seed(0)
     config = WaveNetConfig(n_layer=10, n_block=2, n_residual=64, n_skip=128, n_classes=10)
     models = {"eager": WaveNet(config, 256, Layout.seq()).eval()}
@@ -128,7 +192,9 @@ def main() -> None:
                         "prefix (constant cost per sample), not on all of them",
           "speedup_eager_fast_over_naive": table["eager_batch_1"]["samples_per_s_per_stream"] / naive_rate,
           "targets": {"fast/naive": ">= 20x", "real-time factor at batch 1": ">= 0.5",
-                      "aggregate real-time factor at batch 16": ">= 1"}})
+                      "aggregate real-time factor at batch 16": ">= 1"},
+          **({"speculative": speculative(args.target, args.draft, args.clips, args.samples,
+                                         args.draft_tokens)} if args.target and args.draft else {})})
 
 
 if __name__ == "__main__":

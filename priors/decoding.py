@@ -49,9 +49,10 @@ class DecodeConfig(BaseModel):
     length_penalty: float = Field(1.0, description="beam scores are divided by length**this")
     stop_tokens: list[int] = Field(default_factory=list, description="ids that end a sequence")
     num_draft_tokens: int = Field(4, ge=1, description="speculative decoding: tokens per draft")
-    compile: bool = Field(False, description="compile the prior's one-token step (priors that "
-                          "offer it: wavenet, a native loop on a CPU, compiled once and cached "
-                          "on disk; torch.compile elsewhere, tens of seconds per process)")
+    compile: bool = Field(False, description="compile the prior's one-token step and a draft "
+                          "prior's (priors that offer it: wavenet, a native loop on a CPU, "
+                          "compiled once and cached on disk; torch.compile elsewhere, tens of "
+                          "seconds per process)")
     processors: list[dict] = Field(
         default_factory=list,
         description="more processors by registered name, after the built-in fields: "

@@ -51,6 +51,8 @@ def generate(
         raise ValueError(f"prompt has {prompt.size(0)} rows, batch_size is {batch_size}")
     if config.compile:
         prior.compile_step()
+        if isinstance(draft, Prior) and type(draft).compile_step is not Prior.compile_step:
+            draft.compile_step()  # a draft prior steps one token at a time: compile it too
     was_training = prior.training
     prior.eval()
     try:

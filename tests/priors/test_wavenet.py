@@ -252,3 +252,24 @@ def test_without_the_native_loop_compile_falls_back_to_the_eager_step(monkeypatc
     with torch.no_grad():
         out, state = model.step(state, torch.tensor([[3]]))
     assert not model._native and state.native is None and out.shape == (1, 1, V)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_speculative_audio_decoding_keeps_the_targets_output(compiled):
+    """A small WaveNet drafts for a larger one: greedy output is the target's own, rounds of
+    drafts rewind the target's queues (and the native step's, compiled) without a trace, and the
+    target drafting for itself is accepted throughout. With compile, the draft is compiled too."""
+    target = make(n_classes=2)
+    torch.manual_seed(1)
+    draft = WaveNet(WaveNetConfig(n_layer=2, n_block=1, n_residual=4, n_skip=4, n_classes=2),
+                    vocab_size=V, layout=Layout.seq()).eval()
+    cond = torch.tensor([1])
+    config = DecodeConfig(max_new_tokens=60, greedy=True, num_draft_tokens=4, compile=compiled)
+    plain = generate(make(n_classes=2), 1, config.model_copy(update={"compile": False}), cond=cond)
+    spec = generate(target, 1, config, cond=cond, draft=draft)
+    assert torch.equal(spec.tokens, plain.tokens)
+    assert 0 < spec.proposed and spec.accepted < spec.proposed  # a different draft: some rejected
+    assert draft._native is compiled
+    same = generate(target, 1, config.model_copy(update={"greedy": False}), cond=cond,
+                    draft=make(n_classes=2), generator=torch.Generator().manual_seed(0))
+    assert same.acceptance_rate == 1.0
