@@ -85,7 +85,8 @@ def speculative(target_run: str, drafts: list[str], clips: int, samples: int, dr
     """The target alone and with each draft, eager and compiled, one clip per class in turn."""
     from pipelines import Pipeline
 
-    target = Pipeline.load(target_run)
+    # compile_step stays on a prior from there on: the compiled kinds get pipelines of their own
+    targets = {compiled: Pipeline.load(target_run) for compiled in (False, True)}
     kinds: dict[str, dict] = {}
     for compiled in (False, True):
         tail = " compiled" if compiled else ""
@@ -93,15 +94,15 @@ def speculative(target_run: str, drafts: list[str], clips: int, samples: int, dr
         for name, (run, k) in draft_runs(drafts, draft_tokens).items():
             kinds[name + tail] = {"compile": compiled, "draft": Pipeline.load(run), "num_draft_tokens": k}
     for kw in kinds.values():  # warm-up: the compiled steps compile (or load from the disk cache)
-        target.generate(1, cond=0, seed=0, temperature=1.0, max_new_tokens=50, **kw)
+        targets[kw["compile"]].generate(1, cond=0, seed=0, temperature=1.0, max_new_tokens=50, **kw)
     seconds = {k: [] for k in kinds}
     rates = {k: [] for k in kinds if "draft" in kinds[k]}
     with Stopwatch() as watch:
         for i in range(clips):
             for k in (list(kinds) if i % 2 == 0 else list(reversed(kinds))):
                 start = clock()
-                out = target.generate(1, cond=i % 10, seed=i, temperature=1.0, max_new_tokens=samples,
-                                      **kinds[k])
+                out = targets[kinds[k]["compile"]].generate(1, cond=i % 10, seed=i, temperature=1.0,
+                                                            max_new_tokens=samples, **kinds[k])
                 seconds[k].append(clock() - start)
                 if k in rates:
                     rates[k].append(out.acceptance_rate)

@@ -202,6 +202,9 @@ class WaveNet(Prior):
         if x.size(2) == 1:
             return self._push_one(state, x[:, :, 0])[:, None]
         k, pos = x.size(2), state.pos
+        if k <= self.config.max_rewind + 1:  # a verification pass: its taps fit in the queues
+            state.pos += k
+            return few_samples(state.rings, pos, x, state.weights)
         skips = 0
         for i, (layer, bias) in enumerate(zip(self.layers, state.biases, strict=True)):
             # a chunk: the layer's history from the queue, then the chunk, in one convolution
@@ -312,6 +315,34 @@ def one_sample(rings: list[torch.Tensor], pos: int | torch.Tensor, x: torch.Tens
     h = torch.addmm(w.skip[1], torch.cat(gated, dim=1), w.skip[0])  # all skips at once
     for weight, bias in w.head:  # ReLU, 1x1, ReLU, 1x1 as matrix products
         h = torch.addmm(bias, F.relu(h), weight)
+    return h
+
+
+def few_samples(rings: list[torch.Tensor], pos: int, x: torch.Tensor, w: StepWeights) -> torch.Tensor:
+    """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> head params (B, k, P): one_sample's
+    products with k rows per batch row. A speculative round's verification pass takes this path:
+    the dilated convolution over a layer's whole history (the long-chunk path of WaveNet._push)
+    costs a convolution over up to 2d + k inputs to produce k outputs, this one gathers the k x K
+    taps it needs. The queues hold d (K - 1) + max_rewind + 1 positions, so for k <= max_rewind + 1
+    writing the chunk first leaves every tap it reads in place."""
+    k = x.size(2)
+    steps = torch.arange(pos, pos + k, device=x.device)
+    x = x.transpose(1, 2)  # (B, k, R): positions as rows of the products
+    gated = []
+    for i, ring in enumerate(rings):
+        d, L = w.dilations[i], ring.size(2)
+        ring.index_copy_(2, steps % L, x.transpose(1, 2))
+        taps = [ring.index_select(2, (steps - d * j) % L).transpose(1, 2)
+                for j in range(w.kernel_size - 1, 0, -1)]
+        pre = torch.cat([*taps, x], dim=2) @ w.conv[i] + w.gate_bias[i][:, None]  # (B, k, 2R)
+        pre[..., : pre.size(2) // 2].tanh_()
+        z = F.glu(pre, dim=2)
+        gated.append(z)
+        if w.res[i] is not None:
+            x = (z @ w.res[i][0]).add_(w.res[i][1]).add_(x)
+    h = (torch.cat(gated, dim=2) @ w.skip[0]).add_(w.skip[1])
+    for weight, bias in w.head:
+        h = (F.relu(h) @ weight).add_(bias)
     return h
 
 
