@@ -321,9 +321,9 @@ def one_sample(rings: list[torch.Tensor], pos: int | torch.Tensor, x: torch.Tens
 def few_samples(rings: list[torch.Tensor], pos: int, x: torch.Tensor, w: StepWeights) -> torch.Tensor:
     """Inputs x (B, R, k) at positions pos .. pos + k - 1 -> head params (B, k, P): one_sample's
     products with k rows per batch row. A speculative round's verification pass takes this path:
-    the dilated convolution over a layer's whole history (the long-chunk path of WaveNet._push)
-    costs a convolution over up to 2d + k inputs to produce k outputs, this one gathers the k x K
-    taps it needs. The queues hold d (K - 1) + max_rewind + 1 positions, so for k <= max_rewind + 1
+    the long-chunk path of WaveNet._push convolves over a layer's whole history, d (K - 1) + k
+    inputs for k outputs (a copy of them first), where this one gathers just the k x K taps it
+    needs. The queues hold d (K - 1) + max_rewind + 1 positions, so for k <= max_rewind + 1
     writing the chunk first leaves every tap it reads in place."""
     k = x.size(2)
     steps = torch.arange(pos, pos + k, device=x.device)
