@@ -91,7 +91,7 @@ class cpu_clock:
     def __enter__(self) -> cpu_clock:
         import types
 
-        import pipelines.train as train
+        import pipelines.training.trainer as train
 
         self._module, self._saved = train, train.time
         train.time = types.SimpleNamespace(perf_counter=time.process_time)
@@ -113,9 +113,9 @@ def subsample(ids: list[str], examples: list, n: int, seed: int) -> tuple[list[s
 def ood_table(pipe: Any, in_set: tuple[list[str], list], ood_sets: dict[str, tuple[list[str], list]],
               background: Any, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """AUROC, AUPRC, FPR at 95% TPR, detection rate at the calibrated 5% threshold and counts of
-    every detector (pipelines/detect_eval.py) for each OOD set against the same in-distribution
+    every detector (pipelines/detection/evaluate.py) for each OOD set against the same in-distribution
     set; each evaluation's time goes into `info`. Returns the table and the last report's dict."""
-    from pipelines.detect_eval import evaluate
+    from pipelines.detection.evaluate import evaluate
 
     results: dict[str, Any] = {"auroc": {}, "auprc": {}, "fpr_at_95_tpr": {},
                                "detection_rate_at_5pct_fpr": {}, "n": {}}

@@ -15,7 +15,7 @@ the recipe's validation split, `data.validation: test`). MADE also reports the e
 masks (log of the mean probability of each test image under every mask) and each mask alone.
 The validation curve (three points, a fixed-seed uniform sample of about 500 test images: the
 evaluations count against the budget) is in the JSON too.
-`--order` trains the prior on another order of the pixels (pipelines/order.py).
+`--order` trains the prior on another order of the pixels (pipelines/data/order.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, cpu, cpu_clock, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.data import tokenize  # noqa: E402
+from pipelines.data.sources import tokenize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {"fvsbn": 97.45, "nade": 88.33, "made": "88.04 (1 layer, 32 masks) / 86.64 (2 layers)",

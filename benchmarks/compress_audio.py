@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.compress import read_container  # noqa: E402
+from pipelines.compression.container import read_container  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ["mulaw_wavenet", "mulaw_lstm"]

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.compress import Settings, compress, read_container  # noqa: E402
-from pipelines.entropy_coding import CodingStats  # noqa: E402
+from pipelines.compression.coding import CodingStats  # noqa: E402
+from pipelines.compression.container import Settings, compress, read_container  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"gzip -9": ["gzip", "-9", "-c"], "bzip2 -9": ["bzip2", "-9", "-c"],

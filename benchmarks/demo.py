@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKAR = [sys.executable, "-m", "pipelines.cli"]
+TOKAR = [sys.executable, "-m", "pipelines.cli.main"]
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.samples import image_grid  # noqa: E402
+from pipelines.runs.samples import image_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name: (recipe, overrides)

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.samples import image_grid  # noqa: E402
-from pipelines.stage1 import tokenizer_health  # noqa: E402
+from pipelines.runs.samples import image_grid  # noqa: E402
+from pipelines.training.stage1 import tokenizer_health  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO_STAGE = ["recipes/fashion_mnist/vqvae_gpt.yaml", "recipes/fashion_mnist/vqgan_gpt.yaml"]

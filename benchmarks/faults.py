@@ -55,11 +55,11 @@ class Campaign:
 
     def tokar(self, *args: str, cwd: Path | None = None,
               timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "pipelines.cli.main", "-q", *args], env=self.env,
                               cwd=cwd or self.tmp, capture_output=True, text=True, timeout=timeout)
 
     def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "-q", *args], env=self.env,
+        return subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", "-q", *args], env=self.env,
                                 cwd=cwd or self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 

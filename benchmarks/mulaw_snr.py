@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
-from pipelines.audio_sources import FSDDSource  # noqa: E402
+from pipelines.data.audio import FSDDSource  # noqa: E402
 from tokenizers_ar.mulaw import MuLawTokenizer, snr_db  # noqa: E402
 
 

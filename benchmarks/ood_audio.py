@@ -1,5 +1,5 @@
 """FSDD spoken digits (in-distribution) vs espeak-ng speech of the same words and vs noise: AUROC,
-AUPRC and FPR at 95% TPR of the four detectors of pipelines/detect.py, per recording.
+AUPRC and FPR at 95% TPR of the four detectors of pipelines/detection/detectors.py, per recording.
 
     apt-get install -y espeak-ng
     TOKAR_DATA_DIR=../shared/data python benchmarks/ood_audio.py --seconds 600
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit, ood_table, subsample  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.detect_data import read_data  # noqa: E402
+from pipelines.detection.data import read_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fsdd" / "mulaw_wavenet.yaml"

@@ -1,5 +1,5 @@
 """Fashion-MNIST (in-distribution) vs any set of 28x28 grayscale images (out): AUROC, AUPRC and
-FPR at 95% TPR of the four detectors of pipelines/detect.py, the pair of Nalisnick et al. 2019.
+FPR at 95% TPR of the four detectors of pipelines/detection/detectors.py, the pair of Nalisnick et al. 2019.
 
     TOKAR_DATA_DIR=../shared/data python benchmarks/make_ood_sets.py --out /tmp/ood
     python benchmarks/ood_images.py --ood /tmp/ood/binarized_mnist_255.npz --seconds 900 --keep /tmp/oodruns
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.detect_data import read_data  # noqa: E402
-from pipelines.detect_eval import evaluate, plot_histograms  # noqa: E402
-from pipelines.image_sources import FashionMNISTSource  # noqa: E402
+from pipelines.data.images import FashionMNISTSource  # noqa: E402
+from pipelines.detection.data import read_data  # noqa: E402
+from pipelines.detection.evaluate import evaluate, plot_histograms  # noqa: E402
 
 RECIPE = {
     "data": {"source": "fashion_mnist", "validation": "split", "val_fraction": 0.02},
@@ -75,7 +75,7 @@ def budget(seconds: float, keep: Path) -> list[str]:
     """max_steps for `seconds` from 40 timed steps of the recipe (as benchmarks/_common.py)."""
     import yaml
 
-    from pipelines.rundir import write_text_atomically
+    from pipelines.runs.rundir import write_text_atomically
 
     recipe = keep / "fashion_ood.yaml"
     write_text_atomically(recipe, yaml.safe_dump(RECIPE))

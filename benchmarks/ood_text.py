@@ -1,5 +1,5 @@
 """Tiny Shakespeare (in-distribution) vs other English text and vs Python code, per 256-character
-passage: AUROC, AUPRC and FPR at 95% TPR of the four detectors of pipelines/detect.py.
+passage: AUROC, AUPRC and FPR at 95% TPR of the four detectors of pipelines/detection/detectors.py.
 
     TOKAR_DATA_DIR=../shared/data python benchmarks/ood_text.py --seconds 600
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit, ood_table, subsample  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.detect_data import read_data  # noqa: E402
+from pipelines.detection.data import read_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "shakespeare" / "char_gpt.yaml"

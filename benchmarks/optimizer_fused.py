@@ -1,4 +1,4 @@
-"""The trainer's AdamW, fused (one kernel over all tensors per step, what pipelines/train.py uses
+"""The trainer's AdamW, fused (one kernel over all tensors per step, what pipelines/training/trainer.py uses
 on the CPU and CUDA) vs foreach (PyTorch's default on the CPU: a dozen passes over the tensor
 lists), in whole training steps per second of three priors, on this machine, in one run.
 
@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import cpu, emit  # noqa: E402
 
-from pipelines.train import param_groups  # noqa: E402
+from pipelines.training.trainer import param_groups  # noqa: E402
 from priors.gpt import GPT, GPTConfig  # noqa: E402
 from priors.made import MADE, MADEConfig  # noqa: E402
 from priors.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.detect_eval import evaluate  # noqa: E402
+from pipelines.detection.evaluate import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "binarized_mnist" / "pixel_pixelcnn.yaml"

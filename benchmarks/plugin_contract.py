@@ -49,7 +49,7 @@ def main() -> None:
     from tokar_example.synthetic import SyntheticText
     from tokar_example.words import WordTokenizer
 
-    from pipelines.data import Source
+    from pipelines.data.sources import Source
     from priors.base import Prior
     from priors.heads.base import Head
     from tokenizers_ar.base import Tokenizer

@@ -72,7 +72,7 @@ elif what == "gpt_decode":
         generate(model, 1, DecodeConfig(max_new_tokens=256, greedy=True), prompt=p)
     print(json.dumps({"value": 256 / (clock() - start)}))
 elif what == "pixelcnn_mixture":
-    from pipelines.recipe import load_recipe
+    from pipelines.recipe.loader import load_recipe
     from tokenizers_ar import Layout
     r = load_recipe("recipes/fashion_mnist/pixel_pixelcnn.yaml",
                     ["prior.output=logistic_mixture", "prior.n_classes=0"])

@@ -30,7 +30,7 @@ RECIPE = "recipes/shakespeare/char_gpt.yaml"
 
 def run(name: str, tmp: Path, steps: int, launcher: list[str], env: dict, *overrides: str) -> float:
     run_dir = tmp / name
-    cmd = [*launcher, "-m", "pipelines.cli", "-q", "train", RECIPE, "--run-dir", str(run_dir),
+    cmd = [*launcher, "-m", "pipelines.cli.main", "-q", "train", RECIPE, "--run-dir", str(run_dir),
            "--no-progress", f"train.max_steps={steps}", f"train.eval_every={steps}",
            "train.log_every=25", "train.eval_samples=0", "sample.n=1", *overrides]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)

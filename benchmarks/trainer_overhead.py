@@ -1,4 +1,4 @@
-"""Overhead of tokar's training loop (pipelines.train.Trainer on Accelerate: progress bar,
+"""Overhead of tokar's training loop (pipelines.training.trainer.Trainer on Accelerate: progress bar,
 logging, clipping, schedule, checkpoint) vs a bare PyTorch loop doing the same optimisation on
 the same model and batch shapes (nanoGPT's CPU shakespeare_char model, batch 12 x 64).
 
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
-from pipelines.data import tokenize  # noqa: E402
-from pipelines.train import Trainer, lr_lambda, make_accelerator, param_groups  # noqa: E402
+from pipelines.data.sources import tokenize  # noqa: E402
+from pipelines.training.trainer import Trainer, lr_lambda, make_accelerator, param_groups  # noqa: E402
 from priors.base import token_nll  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "shakespeare" / "char_gpt.yaml"

@@ -1,12 +1,12 @@
 """Pipeline = tokenizer + prior: a trained pair used as one model of the data.
 
     pipe = Pipeline.from_recipe("recipes/digits/pixel_gpt.yaml")
-    pipe.train("runs/digits")                 # pipelines/run.py: claim, fit, train, save
+    pipe.train("runs/digits")                 # pipelines/training/run.py: claim, fit, train, save
     pipe = Pipeline.load("runs/digits")       # later, anywhere
     pipe.sample(10, cond=3)                   # decoded data: PIL images, text, waveforms
-    pipe.score().bits_per_unit                # pipelines/likelihood.py: exact, in data units
+    pipe.score().bits_per_unit                # pipelines/scoring.py: exact, in data units
 
-Running a training (the run directory's life, resume) lives in pipelines/run.py; this module is
+Running a training (the run directory's life, resume) lives in pipelines/training/run.py; this module is
 what a trained pipeline does: load, generate and decode, score.
 """
 
@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import ValidationError
 
-from pipelines import stage1
-from pipelines.checkpoint import list_checkpoints, newest_loadable, write_atomically
-from pipelines.likelihood import Score, score_examples
-from pipelines.limits import check_decode_memory
-from pipelines.order import Ordering
-from pipelines.recipe import Recipe, load_recipe
-from pipelines.rundir import (
+from pipelines.data.order import Ordering
+from pipelines.recipe.limits import check_decode_memory
+from pipelines.recipe.loader import Recipe, load_recipe
+from pipelines.runs.lock import releases_run_locks
+from pipelines.runs.rundir import (
     RECIPE_FILE,
     load_saved,
     mark_saved_dir,
@@ -33,18 +31,20 @@ from pipelines.rundir import (
     require_run_dir,
     write_text_atomically,
 )
-from pipelines.runlock import releases_run_locks
-from pipelines.train import TrainResult, process_state
+from pipelines.scoring import Score, score_examples
+from pipelines.training import stage1
+from pipelines.training.checkpoint import list_checkpoints, newest_loadable, write_atomically
+from pipelines.training.trainer import TrainResult, process_state
 from plugins.errors import DataError, LayoutError, RunDirError, TokarError, did_you_mean
-from plugins.registry import Registries
+from plugins.registry import Registries, Registry
 from priors import DecodeConfig, Generation, generate
-from priors.base import Prior
+from priors.base import Prior, construct
 from priors.drafts import is_draft_spec
 from priors.quantize import to_precision
 from tokenizers_ar.base import Tokenizer
 
 if TYPE_CHECKING:
-    from pipelines.detect import DetectResult
+    from pipelines.detection.detectors import DetectResult
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,16 @@ class Pipeline:
         return self.ordered_tokenizer.encode(example)
 
     @property
+    def heads(self) -> Registry | None:
+        """The head registry the recipe was resolved in (plugins' heads included)."""
+        return _heads(self.recipe)
+
+    @property
+    def processors(self) -> Registry | None:
+        """The logits-processor registry the recipe was resolved in."""
+        return self.recipe.registries.processors if self.recipe.registries is not None else None
+
+    @property
     def prior(self) -> Prior:
         if self._prior is None:
             raise TokarError("this pipeline has no prior yet: call train() or Pipeline.load(run_dir).")
@@ -102,15 +112,15 @@ class Pipeline:
                 + " ".join(problems)
             )
         torch.manual_seed(self.recipe.train.seed)
-        return spec.cls(spec.config, vocab_size=self.tokenizer.vocab_size, layout=layout)
+        return construct(spec.cls, spec.config, self.tokenizer.vocab_size, layout, self.heads)
 
-    # -- training (pipelines/run.py) -----------------------------------------------------------
+    # -- training (pipelines/training/run.py) -----------------------------------------------------------
     @releases_run_locks
     def train(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`.
         Under `accelerate launch` / `torchrun` every process calls this; only the main one
         writes files."""
-        from pipelines.run import TrainingRun
+        from pipelines.training.run import TrainingRun
 
         return TrainingRun(self).start(run_dir, progress)
 
@@ -119,7 +129,7 @@ class Pipeline:
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
                registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
         """Continue an interrupted run exactly (see TrainingRun.resume)."""
-        from pipelines.run import TrainingRun
+        from pipelines.training.run import TrainingRun
 
         return TrainingRun.resume(run_dir, overrides, progress, registries)
 
@@ -179,7 +189,8 @@ class Pipeline:
         labels = self._labels(n, cond)
         gen = torch.Generator().manual_seed(seed)
         return generate(prior, n, config, cond=labels.to(device) if labels is not None else None,
-                        prompt=prompt_ids, generator=gen, draft=draft_prior)
+                        prompt=prompt_ids, generator=gen, draft=draft_prior,
+                        registry=self.processors)
 
     def sample(self, n: int | None = None, **kwargs: Any) -> list[Any]:
         """Draw samples and decode them to data (str, PIL image...). Takes the arguments of
@@ -250,7 +261,7 @@ class Pipeline:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
         per data unit, with one ExampleScore per example (`per_token`: each position's nats
         too, in the data's order of positions whatever the recipe's `order`). Sequences longer
-        than the prior's context are scored with a sliding window (pipelines/likelihood.py).
+        than the prior's context are scored with a sliding window (pipelines/scoring.py).
         Under a multi-process launch each process scores a shard."""
         if examples is None:
             splits = self.recipe.data.cls(self.recipe.data.config).load()
@@ -273,7 +284,7 @@ class Pipeline:
                     e.token_nats = self.ordering.unpermute(torch.tensor(e.token_nats)).tolist()
         return score
 
-    # -- lossless compression (pipelines/compress.py) ------------------------------------------
+    # -- lossless compression (pipelines/compression/container.py) ------------------------------------------
     def compress(self, data: Any, cond: int | str | None = None, *, block_length: int | None = None,
                  batch_size: int | None = None, threads: int = 1) -> bytes:
         """One example (text as str or bytes, an image, audio for mu-law runs) -> the bytes of a
@@ -287,7 +298,7 @@ class Pipeline:
                      block_length: int | None = None, batch_size: int | None = None,
                      threads: int = 1, _many: bool = True) -> bytes:
         """Several examples in one file (one header; images coded `batch_size` at a time)."""
-        from pipelines.compress import DEFAULT_BATCH_SIZE, Settings, compress
+        from pipelines.compression.container import DEFAULT_BATCH_SIZE, Settings, compress
 
         conds = None if labels is None else [self.class_index(c) for c in labels]
         settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
@@ -296,7 +307,7 @@ class Pipeline:
 
     def decompress(self, blob: bytes, codes: bool = False) -> Any:
         """The example a `compress` file holds (`codes`: its token ids instead)."""
-        from pipelines.compress import decompress
+        from pipelines.compression.container import decompress
 
         out, many = decompress(self.prior, self.ordered_tokenizer, blob,
                                self.run_dir.name if self.run_dir else None, codes)
@@ -306,12 +317,12 @@ class Pipeline:
 
     def decompress_all(self, blob: bytes, codes: bool = False) -> list[Any]:
         """Every example a compressed file holds, in order."""
-        from pipelines.compress import decompress
+        from pipelines.compression.container import decompress
 
         return decompress(self.prior, self.ordered_tokenizer, blob,
                           self.run_dir.name if self.run_dir else None, codes)[0]
 
-    # -- anomaly detection (pipelines/detect.py) -----------------------------------------------
+    # -- anomaly detection (pipelines/detection/detectors.py) -----------------------------------------------
     def detect(self, examples: list[Any], method: str = "likelihood", *,
                ids: list[str] | None = None, background: Pipeline | str | Path | None = None,
                fpr: float = 0.05, group_size: int = 5, compressor: str | None = None,
@@ -319,8 +330,9 @@ class Pipeline:
         """Flag anomalous (out-of-distribution) examples by their exact likelihood: `method`
         likelihood, ratio (against a `background` run trained on mutated inputs), typicality
         (groups of `group_size`) or complexity (a generic `compressor`); thresholds at `fpr`
-        calibrated on the validation split and kept in the run directory (pipelines/detect.py)."""
-        from pipelines.detect import detect
+        calibrated on the validation split and kept in the run directory
+        (pipelines/detection/detectors.py)."""
+        from pipelines.detection.detectors import detect
 
         return detect(self, examples, method, ids=ids, background=background, fpr=fpr,
                       group_size=group_size, compressor=compressor, per_token=per_token,
@@ -345,7 +357,7 @@ class Pipeline:
         recipe = load_recipe(run_dir / RECIPE_FILE, registries=registries)
         tokenizer = load_saved(recipe.tokenizer.cls, run_dir / "tokenizer", "tokenizer")
         if (run_dir / "prior").is_dir():
-            prior = load_saved(recipe.prior.cls, run_dir / "prior", "prior")
+            prior = load_saved(recipe.prior.cls, run_dir / "prior", "prior", heads=_heads(recipe))
         else:
             ckpts = list_checkpoints(run_dir / "checkpoints")
             if not ckpts:
@@ -369,3 +381,7 @@ class Pipeline:
 
 
 __all__ = ["Pipeline", "Score"]
+
+
+def _heads(recipe: Recipe) -> Registry | None:
+    return recipe.registries.heads if recipe.registries is not None else None

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pipelines.data import Source
+from pipelines.data.sources import Source
 
 KINDS = {"text": (str,), "series": None, "image": None, "audio": None}
 

@@ -3,21 +3,22 @@ implementations the same way): the right kind of component, with what tokar will
 a mistake fails at once with the plugin's name, not later inside training with an
 AttributeError.
 
-One function per registry kind, each returning the problems it finds (empty: fine). The base
-classes are imported lazily: `plugins` sits below both stages and must not import them at import
-time (importing `plugins` stays free of torch).
+Here are the pieces every check is made of. The checks themselves live with the base classes
+they check (`check_tokenizer` in tokenizers_ar/plugin.py, `check_prior`, `check_head` and
+`check_processor` in priors/plugin.py, `check_source` in pipelines/plugin.py) and reach the
+registries through the `tokar_register_checks` hook: `plugins` sits below every package and
+imports none of them.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
 
-def _class_problems(component: Any, base: type, base_name: str) -> list[str]:
+def class_problems(component: Any, base: type, base_name: str) -> list[str]:
     if not inspect.isclass(component) or not issubclass(component, base):
         what = type(component).__name__ if not inspect.isclass(component) else component.__name__
         return [f"expected a subclass of {base_name}, got {what}"]
@@ -27,7 +28,7 @@ def _class_problems(component: Any, base: type, base_name: str) -> list[str]:
     return []
 
 
-def _config_problems(component: type, base_config: type[BaseModel] | None = None) -> list[str]:
+def config_problems(component: type, base_config: type[BaseModel] | None = None) -> list[str]:
     config = getattr(component, "Config", None)
     if not inspect.isclass(config) or not issubclass(config, BaseModel):
         return [f"{component.__name__}.Config must be a pydantic model (the recipe section's schema)"]
@@ -40,7 +41,7 @@ def _config_problems(component: type, base_config: type[BaseModel] | None = None
     return []
 
 
-def _attr_problems(component: type, attrs: dict[str, tuple]) -> list[str]:
+def attr_problems(component: type, attrs: dict[str, tuple]) -> list[str]:
     out = []
     for attr, allowed in attrs.items():
         value = getattr(component, attr, None)
@@ -48,64 +49,3 @@ def _attr_problems(component: type, attrs: dict[str, tuple]) -> list[str]:
             want = f"one of {', '.join(map(repr, allowed))}" if allowed else "a value"
             out.append(f"{component.__name__}.{attr} must be {want}, got {value!r}")
     return out
-
-
-def check_tokenizer(component: Any) -> list[str]:
-    from tokenizers_ar.base import Tokenizer, TokenizerConfig
-
-    problems = _class_problems(component, Tokenizer, "tokenizers_ar.Tokenizer")
-    if problems:
-        return problems
-    return _config_problems(component, TokenizerConfig) + _attr_problems(component, {
-        "modality": (), "unit": (), "layout_kind": ("seq", "grid")})
-
-
-def check_prior(component: Any) -> list[str]:
-    from priors.base import Prior, PriorConfig
-
-    problems = _class_problems(component, Prior, "priors.Prior")
-    if problems:
-        return problems
-    problems = _config_problems(component, PriorConfig)
-    layouts = getattr(component, "layouts", None)
-    if not layouts or not set(layouts) <= {"seq", "grid"}:
-        problems.append(f"{component.__name__}.layouts must be a non-empty set of 'seq' and 'grid', "
-                        f"got {layouts!r}")
-    return problems
-
-
-def check_source(component: Any) -> list[str]:
-    from pipelines.data import Source
-
-    problems = _class_problems(component, Source, "pipelines.data.Source")
-    return problems or _config_problems(component)
-
-
-def check_head(component: Any) -> list[str]:
-    from priors.heads.base import Head, HeadConfig
-
-    problems = _class_problems(component, Head, "priors.heads.Head")
-    if problems:
-        return problems
-    problems = _config_problems(component, HeadConfig)
-    if component.n_params is Head.n_params:
-        problems.append(f"{component.__name__} must define n_params (parameters per position)")
-    if component.continuous and component.sample is Head.sample:
-        problems.append(f"{component.__name__} is continuous: it must define sample()")
-    if not component.continuous and component.logits is Head.logits:
-        problems.append(f"{component.__name__} is discrete: it must define logits() (the V "
-                        "log-masses that sampling, beam search and entropy coding use)")
-    return problems
-
-
-def check_processor(component: Any) -> list[str]:
-    if not callable(component):
-        return [f"a logits processor is registered as a factory: a callable settings -> "
-                f"processor, got {type(component).__name__}"]
-    return []
-
-
-CHECKS: dict[str, Callable[[Any], list[str]]] = {
-    "tokenizer": check_tokenizer, "prior": check_prior, "source": check_source,
-    "head": check_head, "logits processor": check_processor,
-}

@@ -2,8 +2,9 @@
 
 A plugin is any module or object with functions marked `@hookimpl` and named after a hook below.
 Each hook receives a `register(name, component)` callback; calling it adds the component to the
-matching registry under `name`. tokar's built-ins (plugins/builtin.py) use exactly these hooks, so a
-third-party tokenizer is a first-class citizen, not a special case::
+matching registry under `name`. tokar's built-ins (tokenizers_ar/plugin.py, priors/plugin.py,
+pipelines/plugin.py) use exactly these hooks, so a third-party tokenizer is a first-class
+citizen, not a special case::
 
     # my_package/plugin.py, listed under [project.entry-points.tokar] in its pyproject.toml
     from plugins import hookimpl
@@ -39,7 +40,7 @@ def tokar_register_priors(register: Register) -> None:
 
 @hookspec
 def tokar_register_sources(register: Register) -> None:
-    """Register `pipelines.data.Source` subclasses: `register("name", SourceClass)`."""
+    """Register `pipelines.data.sources.Source` subclasses: `register("name", SourceClass)`."""
 
 
 @hookspec
@@ -53,3 +54,11 @@ def tokar_register_logits_processors(register: Register) -> None:
     """Register logits-processor factories: `register("name", factory)` where
     `factory(**settings)` returns a callable `(logits (B, V), context (B, t)) -> logits`.
     Recipes then use them as `sample: {processors: [{name: "name", ...settings}]}`."""
+
+
+@hookspec
+def tokar_register_checks(register: Register) -> None:
+    """Register what a component of one kind must satisfy: `register(kind, check)` where kind is
+    "tokenizer", "prior", "source", "head" or "logits processor" and `check(component)` returns
+    the problems it finds (empty: fine). Each package registers the checks of its own base
+    classes; every component is checked against all checks of its kind when it registers."""

@@ -1,14 +1,21 @@
 """The plugin manager: built-ins first, then every `tokar` entry point, all through one path.
 
-Nothing happens at import time. `get_plugin_manager()` creates the manager on first use; the
+The built-ins are the `plugin` modules of tokar's own packages, listed by name in
+`BUILTIN_PLUGINS` and imported when the manager is created (pytest lists its built-in plugins the
+same way): `plugins` sits below every package and imports none of them, so the import graph has
+no circle. Nothing happens at import time. `get_plugin_manager()` creates the manager on first use; the
 registries are (re)built from the hooks whenever they are asked for after a plugin was registered
 or unregistered, so a test or a notebook can `register()` a plugin object and use it at once.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections import defaultdict
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -17,6 +24,10 @@ from plugins.errors import RegistryError
 from plugins.registry import Registries, Registry
 
 logger = logging.getLogger(__name__)
+
+# tokar's own plugins, one per package, in layer order: loaded by name, registered like any other
+BUILTIN_PLUGINS = ("tokenizers_ar.plugin", "priors.plugin", "pipelines.plugin")
+KINDS = ("tokenizer", "prior", "source", "logits processor", "head")  # Registries' field order
 
 # hook name -> attribute of Registries it fills
 _HOOKS = {
@@ -74,15 +85,13 @@ class PluginManager(pluggy.PluginManager):
         """Human name of whoever shipped `plugin`: its distribution if it came from one."""
         if id(plugin) in self._distributions:
             return self._distributions[id(plugin)]
-        if getattr(plugin, "__name__", None) == "plugins.builtin":
-            return f"tokar {_tokar_version()}"
+        if getattr(plugin, "__name__", None) in BUILTIN_PLUGINS:
+            return f"tokar {tokar_version()}"
         return self.get_name(plugin) or repr(plugin)
 
     def _build_registries(self) -> Registries:
-        from plugins.checks import CHECKS
-
-        registries = Registries(*(Registry(kind, CHECKS[kind]) for kind in
-                                  ("tokenizer", "prior", "source", "logits processor", "head")))
+        checks = self._collect_checks()
+        registries = Registries(*(Registry(kind, _all_of(checks[kind])) for kind in KINDS))
         for hook_name, attr in _HOOKS.items():
             registry = getattr(registries, attr)
             # Call implementations one by one, in registration order (built-ins first), so that
@@ -109,8 +118,34 @@ class PluginManager(pluggy.PluginManager):
                     logger.warning("%s", problem)
         return registries
 
+    def _collect_checks(self) -> dict[str, list[Callable[[Any], list[str]]]]:
+        """kind -> every check registered for it (`tokar_register_checks`); a kind nobody
+        checks accepts anything its hooks register."""
+        checks: dict[str, list[Callable[[Any], list[str]]]] = defaultdict(list)
+        for impl in self.hook.tokar_register_checks.get_hookimpls():
+            def register(kind: str, check: Callable[[Any], list[str]]) -> None:
+                if kind not in KINDS:
+                    raise RegistryError(f"tokar_register_checks: unknown kind {kind!r}; kinds: "
+                                        f"{', '.join(KINDS)}")
+                checks[kind].append(check)
 
-def _tokar_version() -> str:
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # a broken third-party hook must not break tokar
+                logger.warning("tokar plugin %s failed in tokar_register_checks and is skipped: %s: %s",
+                               self.provider(impl.plugin), type(exc).__name__, exc)
+        return checks
+
+
+def _all_of(checks: list[Callable[[Any], list[str]]]) -> Callable[[Any], list[str]] | None:
+    """One check that runs each of `checks` (None for none)."""
+    if not checks:
+        return None
+    return lambda component: [problem for check in checks for problem in check(component)]
+
+
+def tokar_version() -> str:
+    """The installed tokar's version (run.json and `tokar plugins` record it)."""
     try:
         return metadata.version("tokar")
     except metadata.PackageNotFoundError:  # running from a source tree without installing
@@ -119,10 +154,9 @@ def _tokar_version() -> str:
 
 def create_plugin_manager(load_entrypoints: bool = True) -> PluginManager:
     """A fresh manager with the built-ins and, unless disabled, every installed `tokar` plugin."""
-    from plugins import builtin  # deferred: importing it imports torch
-
     pm = PluginManager()
-    pm.register(builtin, name="tokar.builtin")
+    for module in BUILTIN_PLUGINS:  # imported here, not at import time: they import torch
+        pm.register(importlib.import_module(module), name=f"tokar.{module.partition('.')[0]}")
     if load_entrypoints:
         count = pm.load_entrypoint_plugins()
         logger.debug("loaded %d tokar plugin(s) from entry points", count)

@@ -9,7 +9,7 @@ TOKAR_MAX_MEMORY_GB to use another one (a larger figure if an estimate is wrong 
 It sits in `plugins`, the lowest layer, beside the errors, so that tokenizers and pipelines check
 against the same figure without importing each other.
 
-Not here: the estimates themselves (pipelines/limits.py for models and decoding; the tokenizers
+Not here: the estimates themselves (pipelines/recipe/limits.py for models and decoding; the tokenizers
 for what they decode).
 """
 

@@ -22,6 +22,7 @@ Optional: `reorder_state` (beam search) and `rewind` with `max_rewind` (speculat
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -32,8 +33,10 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from plugins.errors import CheckpointError, DecodingError
+from plugins.registry import Registry
 from plugins.shared import Layout, ValueSpace, read_config, write_config
-from priors.heads.base import Head, build_head, head_spec
+from priors.heads import build_head
+from priors.heads.base import Head, head_spec
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -98,13 +101,14 @@ class Prior(nn.Module, ABC):
     raster_only: ClassVar[bool] = False  # True: its structure assumes raster order (no `order:`)
     format_version: ClassVar[int] = 1
 
-    def __init__(self, config: PriorConfig, vocab_size: int, layout: Layout):
+    def __init__(self, config: PriorConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
         super().__init__()
         self.config = config
         self.vocab_size = int(vocab_size)
         self.layout = layout
         self.space = layout.space(vocab_size)  # what one position holds
-        self.distribution: Head = build_head(config.head, self.space)
+        self.distribution: Head = build_head(config.head, self.space, heads)
 
     @classmethod
     def check_layout(cls, layout: Layout, config: PriorConfig) -> list[str]:
@@ -215,15 +219,13 @@ class Prior(nn.Module, ABC):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> Prior:
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu",
+                        heads: Registry | None = None) -> Prior:
         directory = Path(directory)
         payload = read_config(directory, "prior", cls.format_version)
         try:
-            prior = cls(
-                cls.Config(**payload.get("config", {})),
-                vocab_size=payload["vocab_size"],
-                layout=Layout.from_json(payload["layout"]),
-            )
+            prior = construct(cls, cls.Config(**payload.get("config", {})),
+                              payload["vocab_size"], Layout.from_json(payload["layout"]), heads)
         except (ValidationError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise CheckpointError(
                 f"{directory / 'config.json'} does not describe a valid '{cls.name}' prior "
@@ -231,6 +233,16 @@ class Prior(nn.Module, ABC):
             ) from exc
         load_weights(prior, directory / WEIGHTS_FILE, map_location)
         return prior.eval()
+
+
+def construct(cls: type[Prior], config: PriorConfig, vocab_size: int, layout: Layout,
+              heads: Registry | None = None) -> Prior:
+    """`cls(config, vocab_size, layout, heads)`: the one way tokar builds a prior. A prior whose
+    `__init__` takes no `heads` (written before heads were passed) is built without them and
+    reads the built-in heads."""
+    if heads is not None and "heads" in inspect.signature(cls.__init__).parameters:
+        return cls(config, vocab_size=vocab_size, layout=layout, heads=heads)
+    return cls(config, vocab_size=vocab_size, layout=layout)
 
 
 def load_weights(module: nn.Module, path: Path, map_location: str = "cpu") -> None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from plugins.errors import DecodingError, LayoutError
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StepOutput, embedding
 
@@ -53,8 +54,9 @@ class FixedLengthPrior(Prior):
     Config = FixedLengthConfig
     continuous_inputs = True
 
-    def __init__(self, config: FixedLengthConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: FixedLengthConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         self.length = layout.length if layout.length is not None else config.block_size
         self.embed = embedding(self.space, config.n_embd)
         if not self.space.continuous and config.n_embd >= self.space.size - 1:

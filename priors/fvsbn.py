@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.fixed_length import FixedLengthConfig, FixedLengthPrior, FixedLengthState
 
@@ -40,8 +41,9 @@ class FVSBN(FixedLengthPrior):
     name = "fvsbn"
     Config = FVSBNConfig
 
-    def __init__(self, config: FVSBNConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: FVSBNConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         T, P, E = self.length, self.n_params, config.n_embd
         self.weight = nn.Parameter(torch.randn(T, P, T, E) / math.sqrt(T * E))  # (out t, P, in s, E)
         self.bias = nn.Parameter(torch.zeros(T, P))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from plugins.registry import Registry
 from priors.base import Prior
 from priors.beam import beam_search
 from priors.decoding import DecodeConfig, Generation, check_config
@@ -34,18 +35,20 @@ def generate(
     generator: torch.Generator | None = None,
     draft: Prior | Drafter | str | None = None,
     processors: Sequence[LogitsProcessor] = (),
+    registry: Registry | None = None,
 ) -> Generation:
     """Generate `config.max_new_tokens` values for `batch_size` sequences.
 
     `prompt` (B, P) is fed in one parallel pass (in chunks past the context) and is not part of
     the output. Processors apply in order: the built-in fields of `config`, the ones it names
-    (`config.processors`, resolved through the registry), then the callables in `processors`.
+    (`config.processors`, looked up in `registry`: a pipeline passes the logits-processor
+    registry its recipe was resolved in), then the callables in `processors`.
     With `config.num_beams > 1` this is beam search; with a `draft`, speculative decoding
     (same distribution, fewer target passes).
     """
     config = config or DecodeConfig()
     check_config(prior, config, draft is not None, bool(processors))
-    all_processors = [*config.builtin_processors(), *resolve_processors(config.processors),
+    all_processors = [*config.builtin_processors(), *resolve_processors(config.processors, registry),
                       *processors]
     if prompt is not None and prompt.size(0) != batch_size:
         raise ValueError(f"prompt has {prompt.size(0)} rows, batch_size is {batch_size}")

@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from plugins.errors import DecodingError, LayoutError
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors import packed
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
@@ -190,8 +191,9 @@ class GPT(Prior):
     Config = GPTConfig
     continuous_inputs = True
 
-    def __init__(self, config: GPTConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: GPTConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         self.wte = embedding(self.space, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.start = StartToken(config.n_embd, config.n_classes)

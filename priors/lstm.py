@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
@@ -48,8 +49,9 @@ class LSTM(Prior):
     Config = LSTMConfig
     continuous_inputs = True
 
-    def __init__(self, config: LSTMConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: LSTMConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         c = config
         if c.tie_embeddings and self.distribution.name != "categorical":
             raise ValueError("lstm tie_embeddings shares the token embedding with the V logits of "

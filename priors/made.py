@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.fixed_length import FixedLengthConfig, FixedLengthPrior, FixedLengthState
 
@@ -55,8 +56,9 @@ class MADE(FixedLengthPrior):
     name = "made"
     Config = MADEConfig
 
-    def __init__(self, config: MADEConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: MADEConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         c, T, P = config, self.length, self.n_params
         widths = [T * c.n_embd] + [c.n_hidden] * c.n_layer
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))

@@ -37,6 +37,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.fixed_length import FixedLengthConfig, FixedLengthPrior, FixedLengthState
 
@@ -49,8 +50,9 @@ class NADE(FixedLengthPrior):
     name = "nade"
     Config = NADEConfig
 
-    def __init__(self, config: NADEConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: NADEConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         T, P, E, H = self.length, self.n_params, config.n_embd, config.n_hidden
         self.W = nn.Parameter(torch.randn(T, E, H) / math.sqrt(T * E))  # input -> hidden, per position
         self.c = nn.Parameter(torch.zeros(H))

@@ -14,7 +14,7 @@ vocabularies.
 
 Why it is here: its `step` costs one row lookup per context length, next to nothing beside a
 network's step, which is what a speculative-decoding draft needs (priors/drafts.py); trained on
-a target's own samples (pipelines/distill.py, `data: {source: teacher_samples}`) it agrees with
+a target's own samples (pipelines/training/distill.py, `data: {source: teacher_samples}`) it agrees with
 the target more often than one trained on the data. It is also the baseline any sequence model
 should beat. The state is the last n - 1 + `max_rewind` tokens.
 
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StepOutput
 
@@ -56,8 +57,9 @@ class NGramLM(Prior):
     name = "ngram_lm"
     Config = NGramLMConfig
 
-    def __init__(self, config: NGramLMConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: NGramLMConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         c, P = config, self.n_params
         self.pad = self.vocab_size  # the symbol before the first token
         base = self.vocab_size + 1

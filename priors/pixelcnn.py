@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StepOutput
 
@@ -185,8 +186,9 @@ class PixelCNN(Prior):
     layouts = frozenset({"grid"})
     raster_only = True  # the masked convolutions see the rows above and the pixels to the left
 
-    def __init__(self, config: PixelCNNConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: PixelCNNConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         problems = self._shape_problems(layout, config)
         if problems:
             raise ValueError(" ".join(problems))

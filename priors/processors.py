@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from plugins.errors import DecodingError
+from plugins.manager import get_registries
+from plugins.registry import Registry
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NEG_INF = float("-inf")
@@ -93,13 +95,12 @@ BUILTIN_PROCESSORS: dict[str, Callable[..., LogitsProcessor]] = {
 }
 
 
-def resolve_processors(specs: list[dict[str, Any]]) -> list[LogitsProcessor]:
-    """[{name: ..., **settings}] -> processors, through the plugin registry (every registered
-    name, built-in or from a plugin). An unknown name is a RegistryError (with the closest
-    match), bad settings a DecodingError."""
-    from plugins.manager import get_registries
-
-    registry = get_registries().processors
+def resolve_processors(specs: list[dict[str, Any]], registry: Registry | None = None
+                       ) -> list[LogitsProcessor]:
+    """[{name: ..., **settings}] -> processors, looked up in `registry`: the one a pipeline
+    resolved its recipe in (None: the process-wide registry, built-ins and installed plugins).
+    An unknown name is a RegistryError (with the closest match), bad settings a DecodingError."""
+    registry = registry if registry is not None else get_registries().processors
     out = []
     for spec in specs:
         if not isinstance(spec, dict):

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
 
@@ -111,8 +112,9 @@ class WaveNet(Prior):
     layouts = frozenset({"seq"})
     continuous_inputs = True
 
-    def __init__(self, config: WaveNetConfig, vocab_size: int, layout: Layout):
-        super().__init__(config, vocab_size, layout)
+    def __init__(self, config: WaveNetConfig, vocab_size: int, layout: Layout,
+                 heads: Registry | None = None):
+        super().__init__(config, vocab_size, layout, heads)
         c = config
         self.embed = embedding(self.space, c.n_residual)  # = a 1x1 conv of the one-hot input
         self.start = StartToken(c.n_residual)

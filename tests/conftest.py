@@ -46,7 +46,7 @@ def need_shakespeare() -> Path:
 def interrupt_at(monkeypatch):
     """`interrupt_at(step)`: the next training run stops with KeyboardInterrupt right after
     writing its step-`step` checkpoint, as if the user pressed Ctrl-C there (fires once)."""
-    from pipelines.train import Trainer
+    from pipelines.training.trainer import Trainer
 
     original = Trainer.save
 

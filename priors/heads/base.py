@@ -148,18 +148,3 @@ def head_spec(spec: Any) -> tuple[str, dict[str, Any]]:
         settings = dict(spec)
         return settings.pop("name"), settings
     raise ValueError(f"a head is a registered name or {{name: ..., settings...}}, got {spec!r}")
-
-
-def build_head(spec: Any, space: ValueSpace) -> Head:
-    """The head a prior's config names, resolved through the plugin registry."""
-    from pydantic import ValidationError
-
-    from plugins.manager import get_registries
-
-    name, settings = head_spec(spec)
-    cls = get_registries().heads.get(name)
-    try:
-        config = cls.Config(**settings)
-    except ValidationError as exc:
-        raise LayoutError(f"head '{name}' settings {settings}: {exc.errors()[0]['msg']}") from exc
-    return cls(config, space)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import Pipeline
-from pipelines.train import Trainer
+from pipelines.training.trainer import Trainer
 from tests.conftest import ROOT, need_shakespeare
 
 DEBUG = ROOT / "recipes" / "debug"

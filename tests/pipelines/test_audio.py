@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipelines import batches as B
-from pipelines.audio_sources import FSDDSource, HFAudioSource, WavFolderSource
-from pipelines.data import tokenize
+from pipelines.data import batches
+from pipelines.data.audio import FSDDSource, HFAudioSource, WavFolderSource
+from pipelines.data.sources import tokenize
 from pipelines.pipeline import Pipeline
 from plugins.errors import DataError
 from tests.conftest import DATA_DIR, ROOT
@@ -117,7 +117,7 @@ def test_clips_of_different_length_train_in_labelled_windows(wav_dir):
     lengths = [tok.encode(x).numel() for x in splits["train"]["example"]]
     assert data.doc_lengths.tolist() == lengths and len(set(lengths)) == 5
     seq_len = 1500
-    ds = B.train_dataset(data, seq_len)
+    ds = batches.train_dataset(data, seq_len)
     assert len(ds) == sum(max(n - seq_len + 1, 0) for n in lengths)
     # every window lies inside one clip and carries that clip's label
     labels = splits["train"]["label"]
@@ -129,12 +129,12 @@ def test_clips_of_different_length_train_in_labelled_windows(wav_dir):
         clip = tok.encode(splits["train"]["example"][doc])
         assert torch.equal(item["ids"], clip[offset : offset + seq_len])
         assert int(item["label"]) == labels[doc]
-    covering = B.eval_dataset(data, seq_len, batch_size=4, batches=None)
+    covering = batches.eval_dataset(data, seq_len, batch_size=4, batches=None)
     assert len(covering) == sum(-(-(n - seq_len + 1) // seq_len) for n in lengths if n >= seq_len)
-    spread = B.eval_dataset(data, seq_len, batch_size=4, batches=2)
+    spread = batches.eval_dataset(data, seq_len, batch_size=4, batches=2)
     assert len(spread) == 8 and {int(spread[i]["label"]) for i in range(8)} <= set(labels)
     with pytest.raises(DataError, match="no training document"):
-        B.train_dataset(data, max(lengths) + 1)
+        batches.train_dataset(data, max(lengths) + 1)
 
 
 @pytest.mark.slow
@@ -162,7 +162,7 @@ def test_cli_sample_and_score(tmp_path):
     pipe = Pipeline.from_recipe(ROOT / "recipes" / "debug" / "mulaw_wavenet.yaml",
                                 ["train.max_steps=2", "train.eval_every=2", "sample.max_new_tokens=50"])
     pipe.train(tmp_path / "run", progress=False)
-    run = [sys.executable, "-m", "pipelines.cli"]
+    run = [sys.executable, "-m", "pipelines.cli.main"]
     out = subprocess.run([*run, "sample", str(tmp_path / "run"), "-n", "3", "--class", "4",
                           "--out", str(tmp_path / "s")], capture_output=True, text=True, check=True)
     assert len([line for line in out.stdout.splitlines() if line.endswith(".wav")]) == 3

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.cli import main
+from pipelines.cli.main import main
 from tests.pipelines.conftest import DEBUG
 
 CHAR = str(DEBUG / "char_gpt.yaml")

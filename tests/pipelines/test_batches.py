@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines import batches as B
-from pipelines.data import TokenData
+from pipelines.data import batches
+from pipelines.data.sources import TokenData
 from plugins.shared import Layout
 
 # binarized MNIST's test split is sorted by digit: 980 zeros, 1135 ones, ...
@@ -20,7 +20,7 @@ def sorted_split() -> TokenData:
 
 def test_the_validation_subsample_has_the_class_mix_of_a_sorted_split():
     data = sorted_split()
-    ds = B.eval_dataset(data, seq_len=4, batch_size=64, batches=20)
+    ds = batches.eval_dataset(data, seq_len=4, batch_size=64, batches=20)
     assert len(ds) == 1280
     taken = np.array([int(ds[i]["ids"][0]) for i in range(len(ds))])
     assert len(set(taken.tolist())) == 1280 and taken.max() > 9000  # distinct rows, all over
@@ -33,9 +33,9 @@ def test_the_validation_subsample_has_the_class_mix_of_a_sorted_split():
 
 def test_the_subsample_is_fixed_and_the_same_for_any_number_of_processes():
     data = sorted_split()
-    one = B.eval_dataset(data, 4, batch_size=64, batches=10)
-    two = B.eval_dataset(data, 4, batch_size=32, batches=10, num_processes=2)
+    one = batches.eval_dataset(data, 4, batch_size=64, batches=10)
+    two = batches.eval_dataset(data, 4, batch_size=32, batches=10, num_processes=2)
     assert np.array_equal(one.tokens.numpy(), two.tokens.numpy())
-    whole = B.eval_dataset(data, 4, batch_size=64, batches=None)
+    whole = batches.eval_dataset(data, 4, batch_size=64, batches=None)
     assert len(whole) == len(data)
-    assert len(B.eval_dataset(data, 4, batch_size=64, batches=1000)) == len(data)
+    assert len(batches.eval_dataset(data, 4, batch_size=64, batches=1000)) == len(data)

@@ -1,4 +1,4 @@
-"""Lossless compression (pipelines/compress.py): round trips through every shipped lossless debug
+"""Lossless compression (pipelines/compression/container.py): round trips through every shipped lossless debug
 recipe, fuzzed inputs, determinism across processes and thread counts and after save/load, and
 every bad input the issue lists (one line, exit status 2, nothing written)."""
 
@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipelines import Pipeline
-from pipelines.cli import main
-from pipelines.compress import FORMAT_VERSION, read_container
-from pipelines.entropy_coding import CodingStats, plan_blocks
-from pipelines.lossless import compress_mode
+from pipelines.cli.main import main
+from pipelines.compression.coding import CodingStats, plan_blocks
+from pipelines.compression.container import FORMAT_VERSION, read_container
+from pipelines.compression.lossless import compress_mode
 from plugins.errors import CompressionError
 from plugins.manager import get_registries
 from tests.conftest import DATA_DIR, need_shakespeare
@@ -101,7 +101,7 @@ def test_round_trip_through_every_lossless_debug_recipe(runs, recipe):
 
 def test_coded_size_is_the_ideal_code_length_plus_a_few_bytes(runs):
     run, pipe = runs("char_gpt")
-    from pipelines.compress import Settings, compress
+    from pipelines.compression.container import Settings, compress
 
     stats = CodingStats()
     text = held_out_text(3000)
@@ -148,7 +148,7 @@ def test_quantizing_pixel_run_refuses_eight_bit_images(runs):
 def test_a_prior_trained_in_another_order_codes_in_that_order(runs):
     """`order: random`: the prior reads pixels in its own order; the file codes them so, costs
     what the model says, and comes back in data order. Per-token scores come back in data order."""
-    from pipelines.likelihood import score_examples
+    from pipelines.scoring import score_examples
 
     _, pipe = runs("pixel_gpt", "order.name=random", "order.seed=3")
     _, raster = runs("pixel_gpt")
@@ -240,7 +240,7 @@ def test_round_trip_across_processes_thread_counts_and_save_load(runs, tmp_path)
         jobs.append(["-q", "decompress", str(run), str(tmp_path / f"{recipe}.tkz")])
         pipe.save(tmp_path / f"copy_{recipe}")
         assert Pipeline.load(tmp_path / f"copy_{recipe}").decompress(blob) == text.encode()
-    code = ("import sys, torch; torch.set_num_threads(2); from pipelines.cli import main; "
+    code = ("import sys, torch; torch.set_num_threads(2); from pipelines.cli.main import main; "
             f"sys.exit(max(main(args) for args in {jobs!r}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=600)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from pipelines import Pipeline, load_recipe
-from pipelines.cli import main
+from pipelines.cli.main import main
 from plugins.errors import RecipeError
 from tests.conftest import DATA_DIR, ROOT
 

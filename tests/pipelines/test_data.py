@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import data as data_lib
-from pipelines.data import HFSource, TextSource, tokenize
+from pipelines.data import sources
+from pipelines.data.sources import HFSource, TextSource, tokenize
 from plugins.errors import DataError
 from tokenizers_ar import CharTokenizer, PixelTokenizer
 
@@ -112,7 +112,7 @@ def test_hf_source_errors(tmp_path):
 
 
 def test_digits_source_is_embedded_and_labelled():
-    splits = data_lib.DigitsSource(val_fraction=0.1).load()
+    splits = sources.DigitsSource(val_fraction=0.1).load()
     assert len(splits["train"]) + len(splits["validation"]) == 1797
     img = np.asarray(splits["train"][0]["example"])
     assert img.shape == (8, 8) and img.max() <= 16

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from pipelines import Pipeline
-from pipelines import detect as D
-from pipelines.augment import Mutation, mutate
-from pipelines.cli import main
-from pipelines.complexity import compressed_bits
-from pipelines.detect_data import cut_passages, read_data
-from pipelines.detect_eval import ood_metrics
+from pipelines.cli.main import main
+from pipelines.data.augment import Mutation, mutate
+from pipelines.detection import detectors
+from pipelines.detection.complexity import compressed_bits
+from pipelines.detection.data import cut_passages, read_data
+from pipelines.detection.evaluate import ood_metrics
 from plugins.errors import DataError, RecipeError, TokarError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,27 +100,28 @@ def test_conformal_p_values_and_threshold_agree_and_keep_the_false_positive_rate
     rng = np.random.default_rng(0)
     reference = rng.normal(size=999)
     for fpr in (0.01, 0.05, 0.2):
-        t = D.threshold_at(reference, fpr)
+        t = detectors.threshold_at(reference, fpr)
         scores = np.r_[rng.normal(size=5000), reference]  # ties with calibration scores too
-        p = D.p_values(scores, reference)
+        p = detectors.p_values(scores, reference)
         assert np.array_equal(p <= fpr, scores > t)
     # exchangeable data: over calibration sets, an in-distribution input is flagged with
     # probability floor(fpr (n + 1)) / (n + 1), here exactly fpr
-    flagged = [D.p_values(rng.normal(size=1), rng.normal(size=99))[0] <= 0.05 for _ in range(4000)]
+    flagged = [detectors.p_values(rng.normal(size=1), rng.normal(size=99))[0] <= 0.05 for _ in range(4000)]
     assert abs(np.mean(flagged) - 0.05) < 0.015
-    assert D.p_values(np.array([reference.max() + 1]), reference)[0] == 1 / 1000
-    assert D.p_values(np.array([reference.min() - 1]), reference)[0] == 1.0
+    assert detectors.p_values(np.array([reference.max() + 1]), reference)[0] == 1 / 1000
+    assert detectors.p_values(np.array([reference.min() - 1]), reference)[0] == 1.0
     with pytest.raises(DataError, match="needs at least 19"):
-        D.threshold_at(reference[:10], 0.05)
+        detectors.threshold_at(reference[:10], 0.05)
 
 
 def test_typicality_flags_groups_that_are_too_likely_as_well_as_too_unlikely():
     rng = np.random.default_rng(1)
     calib = rng.normal(3.0, 0.3, size=500)
-    comp = D.Components([str(i) for i in range(15)], np.r_[np.full(5, 3.0), np.full(5, 1.5), np.full(5, 4.5)])
-    scores, groups = D.method_scores("typicality", comp, calib.mean(), 5)
+    bits = np.r_[np.full(5, 3.0), np.full(5, 1.5), np.full(5, 4.5)]
+    comp = detectors.Components([str(i) for i in range(15)], bits)
+    scores, groups = detectors.method_scores("typicality", comp, calib.mean(), 5)
     assert groups.tolist() == [0] * 5 + [1] * 5 + [2] * 5
-    p = D.p_values(scores, D.typicality_reference(calib, 5))
+    p = detectors.p_values(scores, detectors.typicality_reference(calib, 5))
     assert p[0] > 0.2 and p[5] < 0.01 and p[10] < 0.01
 
 
@@ -148,7 +149,7 @@ def test_compressed_length_is_measured_on_what_the_prior_models():
 def test_class_conditional_runs_are_scored_by_the_marginal_likelihood(runs):
     pipe = Pipeline.load(runs / "run")
     x = list(digits(3))
-    bits, _ = D.example_bits(pipe, x, ["a", "b", "c"])
+    bits, _ = detectors.example_bits(pipe, x, ["a", "b", "c"])
     per_class = np.array([[e.nats for e in pipe.score(x, labels=[c] * 3).per_example] for c in range(10)])
     expected = -(np.logaddexp.reduce(-per_class, axis=0) - math.log(10)) / 64 / math.log(2)
     np.testing.assert_allclose(bits, expected, rtol=1e-9)
@@ -161,12 +162,12 @@ def test_detect_calibrates_once_stores_the_calibration_and_reuses_it(runs, monke
     path = runs / "run" / "detect" / "calibration.json"
     saved = json.loads(path.read_text())
     assert result.calibration_examples == len(saved["ids"]) == 180  # the validation split
-    assert saved["prior"] == D.weights_hash(pipe.prior)
+    assert saved["prior"] == detectors.weights_hash(pipe.prior)
     assert all(d.anomalous and d.p_value <= 0.05 for d in result.detections)  # noise
-    assert result.threshold == D.threshold_at(np.array(saved["bits"]), 0.05)
+    assert result.threshold == detectors.threshold_at(np.array(saved["bits"]), 0.05)
     calls = []
-    original = D.example_bits
-    monkeypatch.setattr(D, "example_bits", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = detectors.example_bits
+    monkeypatch.setattr(detectors, "example_bits", lambda *a, **k: calls.append(1) or original(*a, **k))
     pipe.detect(random, fpr=0.1)  # another rate: the stored scores, no rescoring of validation
     assert len(calls) == 1  # only the inputs
     # validation images themselves: about fpr of them flagged
@@ -220,7 +221,7 @@ def test_cli_detect_eval_reports_every_method_and_draws_the_histogram(runs, tmp_
                  "--ood", str(runs / "noise.npz"), "--background", str(runs / "bg"),
                  "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["auroc"]) == set(D.METHODS)
+    assert set(report["auroc"]) == set(detectors.METHODS)
     assert report["auroc"]["likelihood"] > 0.9  # random pixels vs digits, even for a tiny model
     assert report["n"]["typicality"] == {"in": 8, "ood": 5}
     assert Image.open(plot).size[0] > 800
@@ -281,7 +282,7 @@ def test_text_passages_detection_and_html_maps(tmp_path, capsys):
 
 
 def test_bpe_surprise_spreads_a_tokens_bits_over_its_characters():
-    from pipelines.surprise import char_bits
+    from pipelines.detection.surprise import char_bits
     from tokenizers_ar.bpe import BPETokenizer
 
     tok = BPETokenizer(vocab_size=300)
@@ -339,7 +340,7 @@ def test_detect_under_torchrun_matches_one_process(runs, tmp_path):
     env.pop("ACCELERATE_USE_CPU", None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         "29541", "-m", "pipelines.cli", "-q", "detect", str(run), str(runs / "noise.npz"),
+         "29541", "-m", "pipelines.cli.main", "-q", "detect", str(run), str(runs / "noise.npz"),
          "--method", "ratio", "--background", str(runs / "bg"), "--out", str(tmp_path / "two.jsonl")],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import Pipeline
-from pipelines.distill import TeacherSamplesSource
+from pipelines.training.distill import TeacherSamplesSource
 from plugins.errors import DataError
 from tests.conftest import need_shakespeare
 

@@ -23,13 +23,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from pipelines import Pipeline, safeio
-from pipelines import checkpoint as ck
-from pipelines.cli import main
-from pipelines.recipe import load_raw, load_recipe
-from pipelines.rundir import claim_run_dir, write_json_atomically
-from pipelines.runlock import RunLock, releases_run_locks
-from pipelines.samples import write_samples
+from pipelines import Pipeline
+from pipelines.cli.main import main
+from pipelines.io import safe
+from pipelines.recipe.loader import load_raw, load_recipe
+from pipelines.runs.lock import RunLock, releases_run_locks
+from pipelines.runs.rundir import claim_run_dir, write_json_atomically
+from pipelines.runs.samples import write_samples
+from pipelines.training import checkpoint
 from plugins.errors import CheckpointError, RecipeError, RunLockedError, StorageError, TokarError
 from tests.conftest import ROOT
 from tests.pipelines.conftest import DEBUG, copy_run, tree_digest
@@ -74,7 +75,7 @@ def test_train_accepts_a_new_or_empty_folder_and_marks_it(tmp_path):
 
 def test_failed_resume_leaves_the_run_byte_identical_and_its_advice_works(interrupted, tmp_path, capsys):
     run = copy_run(interrupted, tmp_path / "run")
-    for ckpt in ck.list_checkpoints(run / "checkpoints"):  # damage every checkpoint, each differently
+    for ckpt in checkpoint.list_checkpoints(run / "checkpoints"):  # damage every checkpoint, each differently
         if ckpt.step == 5:
             weights = ckpt.path / "model.safetensors"
             weights.write_bytes(weights.read_bytes()[:100])
@@ -150,7 +151,7 @@ def test_evaluation_samples_can_never_fail_a_step(tmp_path, monkeypatch, caplog)
     with caplog.at_level(logging.WARNING):
         Pipeline.from_recipe(DEBUG_CHAR, ["train.eval_every=5", "train.eval_samples=1"]).train(
             run, progress=False)
-    assert [c.step for c in ck.list_checkpoints(run / "checkpoints")] == [15, 20]
+    assert [c.step for c in checkpoint.list_checkpoints(run / "checkpoints")] == [15, 20]
     assert strict_json(run / "run.json")["status"] == "complete"
     assert "could not write evaluation samples" in caplog.text and "final samples" in caplog.text
 
@@ -158,7 +159,7 @@ def test_evaluation_samples_can_never_fail_a_step(tmp_path, monkeypatch, caplog)
 # -- 2. one writer per run directory --------------------------------------------------------------
 HOLDER = textwrap.dedent("""
     import sys, time
-    from pipelines.runlock import RunLock
+    from pipelines.runs.lock import RunLock
     lock = RunLock(sys.argv[1]).acquire()  # kept: a lock that is garbage-collected is released
     print("locked", flush=True)
     time.sleep(60)
@@ -225,7 +226,8 @@ def test_default_run_names_never_collide(tmp_path, monkeypatch):
 
 
 def test_temporary_checkpoint_folders_are_unique_per_writer(tmp_path):
-    assert ck.tmp_dir(tmp_path, 10, ck.writer_id()) != ck.tmp_dir(tmp_path, 10, ck.writer_id())
+    first = checkpoint.tmp_dir(tmp_path, 10, checkpoint.writer_id())
+    assert first != checkpoint.tmp_dir(tmp_path, 10, checkpoint.writer_id())
 
 
 # -- 3. a full disk is a clear error, and cleans up after itself -----------------------------------
@@ -240,7 +242,7 @@ FULL = {
 
 @pytest.mark.parametrize("kind", list(FULL))
 def test_disk_full_while_checkpointing(tmp_path, monkeypatch, kind):
-    real = ck.write_checkpoint_files
+    real = checkpoint.write_checkpoint_files
 
     def fill_disk(tmp, model, optimizer, scheduler, state):
         if state["step"] == 10:
@@ -248,7 +250,7 @@ def test_disk_full_while_checkpointing(tmp_path, monkeypatch, kind):
             raise FULL[kind]
         real(tmp, model, optimizer, scheduler, state)
 
-    monkeypatch.setattr(ck, "write_checkpoint_files", fill_disk)
+    monkeypatch.setattr(checkpoint, "write_checkpoint_files", fill_disk)
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=r"step-10 checkpoint \(No space left on device: about "
                        r"[\d.]+ [KM]iB needed, [\d.]+ [KMGT]iB free\); .*step_0000005 is intact. Free "
@@ -271,7 +273,7 @@ def test_disk_full_on_run_files_and_samples(tmp_path, monkeypatch):
             return FullFile()
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(safeio, "open", full_open, raising=False)
+    monkeypatch.setattr(safe, "open", full_open, raising=False)
     with pytest.raises(StorageError, match=rf"could not write {tmp_path / 'run.json'}: the disk is "
                        r"full \(about \d+ B needed, .* free there\)"):
         write_json_atomically(tmp_path / "run.json", {"status": "running"})
@@ -334,7 +336,7 @@ def test_a_fifo_is_refused_as_data_without_hanging(tmp_path, capsys):
 
 
 def test_a_corrupt_tokenized_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
-    from pipelines.data import TextSource, cache_dir, tokenize
+    from pipelines.data.sources import TextSource, cache_dir, tokenize
     from tokenizers_ar import CharTokenizer
 
     monkeypatch.setenv("TOKAR_CACHE_DIR", str(tmp_path / "cache"))
@@ -355,9 +357,9 @@ def test_a_corrupt_tokenized_cache_is_rebuilt(tmp_path, monkeypatch, caplog):
 
 # -- 6 & 7. the error boundary, and logs without a terminal -----------------------------------------
 def test_internal_errors_print_a_summary_line_then_the_traceback(monkeypatch, tmp_path, capsys):
-    import pipelines.plot
+    import pipelines.runs.plot
 
-    monkeypatch.setattr(pipelines.plot, "plot_run", lambda *a: 1 / 0)
+    monkeypatch.setattr(pipelines.runs.plot, "plot_run", lambda *a: 1 / 0)
     assert main(["plot", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: internal error: ZeroDivisionError: division by zero\n")
@@ -365,12 +367,12 @@ def test_internal_errors_print_a_summary_line_then_the_traceback(monkeypatch, tm
 
 
 def test_environment_errors_are_one_line_with_the_path(monkeypatch, tmp_path, capsys):
-    import pipelines.plot
+    import pipelines.runs.plot
 
     def refused(*args):
         raise PermissionError(errno.EACCES, "Permission denied", "/srv/locked/curves.png")
 
-    monkeypatch.setattr(pipelines.plot, "plot_run", refused)
+    monkeypatch.setattr(pipelines.runs.plot, "plot_run", refused)
     assert main(["plot", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "error: /srv/locked/curves.png: Permission denied.\n"
 

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from pipelines.image_sources import BinarizedMNISTSource, FashionMNISTSource
+from pipelines.data.images import BinarizedMNISTSource, FashionMNISTSource
 from plugins.errors import DataError
 from tests.conftest import DATA_DIR
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pipelines import Pipeline
-from pipelines.cli import main
-from pipelines.likelihood import stream_nll, token_nll
+from pipelines.cli.main import main
+from pipelines.scoring import stream_nll, token_nll
 from plugins.shared import Layout
 from priors import GPT, LSTM, GPTConfig, LSTMConfig
 
@@ -75,7 +75,7 @@ def test_two_processes_score_their_shards_and_agree_with_one(digits_run, tmp_pat
     env.pop("ACCELERATE_USE_CPU", None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29537", "-m", "pipelines.cli", "-q", "score", str(digits_run),
+         "--master_port", "29537", "-m", "pipelines.cli.main", "-q", "score", str(digits_run),
          "--per-example", str(tmp_path / "two.jsonl")],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pipelines import Pipeline
-from pipelines.order import ORDERS, OrderConfig, Ordering, hilbert_cells, pixel_order
-from pipelines.recipe import load_recipe
+from pipelines.data.order import ORDERS, OrderConfig, Ordering, hilbert_cells, pixel_order
+from pipelines.recipe.loader import load_recipe
 from plugins.errors import RecipeError
 from plugins.shared import Layout
 from priors.decoding import Generation
@@ -86,7 +86,7 @@ def test_the_pipeline_trains_scores_and_samples_in_the_order(tmp_path):
     assert torch.equal(ids.view(8, 8)[1], plain.view(8, 8)[1].flip(0))
     assert torch.equal(ids.view(8, 8)[0], plain.view(8, 8)[0])
     # training data goes through the same path: the tokenized rows are in snake order
-    from pipelines.data import tokenize
+    from pipelines.data.sources import tokenize
     rows = tokenize({"validation": splits["validation"]}, again.ordered_tokenizer)["validation"]
     assert torch.equal(torch.from_numpy(rows.tokens[0]), ids.view(-1))
     prior = again.prior

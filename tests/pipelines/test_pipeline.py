@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from pipelines import Pipeline
-from pipelines.cli import main
-from pipelines.recipe import load_raw
+from pipelines.cli.main import main
+from pipelines.recipe.loader import load_raw
 from plugins.errors import (
     CheckpointError,
     DataError,
@@ -120,8 +120,8 @@ def test_image_run_with_classes(pixel_run, tmp_path, capsys):
 # -- bad input ---------------------------------------------------------------------------------
 def test_validate_refuses_a_prior_without_a_training_window(capsys, tmp_path):
     """What training would refuse after claiming a run directory, `tokar validate` says first."""
-    from pipelines.limits import window_problems
-    from pipelines.recipe import load_recipe
+    from pipelines.recipe.limits import window_problems
+    from pipelines.recipe.loader import load_recipe
     from priors import GPT
     from tokenizers_ar import Layout
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.recipe import TrainConfig, apply_overrides, load_recipe
+from pipelines.recipe.loader import TrainConfig, apply_overrides, load_recipe
 from plugins.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[2]

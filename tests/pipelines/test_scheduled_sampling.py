@@ -11,9 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from pipelines import Pipeline
-from pipelines.likelihood import token_nll
-from pipelines.recipe import load_recipe
-from pipelines.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig, sample_probability
+from pipelines.recipe.loader import load_recipe
+from pipelines.scoring import token_nll
+from pipelines.training.scheduled_sampling import (
+    ScheduledSampling,
+    ScheduledSamplingConfig,
+    sample_probability,
+)
 from plugins.errors import RecipeError
 from plugins.shared import Layout
 from priors import GPT, LSTM, GPTConfig, LSTMConfig

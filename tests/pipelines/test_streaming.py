@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pipelines import Pipeline
-from pipelines.data import HFSource, tokenize
-from pipelines.streaming import StreamBatches, TokenStream
+from pipelines.data.sources import HFSource, tokenize
+from pipelines.data.streaming import StreamBatches, TokenStream
 from tokenizers_ar import CharTokenizer
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import Pipeline
-from pipelines.table_sources import SklearnTableSource
+from pipelines.data.tables import SklearnTableSource
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes/tabular/real_made_mog.yaml"

@@ -18,9 +18,9 @@ import yaml
 from safetensors.torch import load_file
 
 from pipelines import Pipeline
-from pipelines import checkpoint as ck
-from pipelines.cli import main
-from pipelines.train import Trainer
+from pipelines.cli.main import main
+from pipelines.training import checkpoint
+from pipelines.training.trainer import Trainer
 from plugins.errors import CheckpointError, RecipeError, TokarError
 from tests.conftest import need_shakespeare
 
@@ -81,7 +81,8 @@ def test_resume_after_interruption_is_exact(straight, tmp_path, interrupt_at):
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from pipelines import Pipeline, checkpoint
+    from pipelines import Pipeline
+    from pipelines.training import checkpoint
     import yaml
 
     original = checkpoint.publish
@@ -105,7 +106,7 @@ def test_sigkill_mid_checkpoint_resumes_from_the_previous_complete_one(tmp_path)
     proc = subprocess.run([sys.executable, str(tmp_path / "killer.py"), str(tmp_path / "recipe.yaml"),
                            str(run)], env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert [c.step for c in ck.list_checkpoints(run / "checkpoints")] == [10]
+    assert [c.step for c in checkpoint.list_checkpoints(run / "checkpoints")] == [10]
     assert list((run / "checkpoints").glob(".tmp-step_0000020-*"))  # the half-done save is ignored
 
     assert main(["-q", "train", "--resume", str(run), "--no-progress"]) == 0
@@ -144,7 +145,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(straight, tmp_pat
     env.pop("ACCELERATE_USE_CPU", None)  # tokar must form the process group by itself
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29531", "-m", "pipelines.cli", "-q", "train", str(tmp_path / "r.yaml"),
+         "--master_port", "29531", "-m", "pipelines.cli.main", "-q", "train", str(tmp_path / "r.yaml"),
          "--run-dir", str(tmp_path / "multi"), "--no-progress"],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -174,7 +175,7 @@ def test_bf16_mixed_precision_trains(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, monkeypatch):
-    import pipelines.train as train_mod
+    import pipelines.training.trainer as train_mod
 
     calls = {"n": 0}
     real = train_mod.token_nll
@@ -182,7 +183,7 @@ def test_nan_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, monke
     def poisoned(*args):
         calls["n"] += 1
         out = real(*args)
-        # the training loss's calls (evaluation goes through pipelines.likelihood): steps 1-10
+        # the training loss's calls (evaluation goes through pipelines.scoring): steps 1-10
         # are fine, step 11 is poisoned
         return out * float("nan") if calls["n"] > 10 else out
 
@@ -193,7 +194,7 @@ def test_nan_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, monke
 
 
 def test_early_stopping_and_best_plus_last_checkpoints_kept(tmp_path, monkeypatch):
-    from pipelines.likelihood import Score
+    from pipelines.scoring import Score
 
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.7])
     monkeypatch.setattr(Trainer, "evaluate",
@@ -202,12 +203,12 @@ def test_early_stopping_and_best_plus_last_checkpoints_kept(tmp_path, monkeypatc
                                          eval_samples=0, max_steps=25)).train(tmp_path / "run",
                                                                               progress=False)
     assert result.stopped_early and result.steps == 20 and result.best_val_loss == 2.0
-    kept = [c.step for c in ck.list_checkpoints(tmp_path / "run" / "checkpoints")]
+    kept = [c.step for c in checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")]
     assert kept == [10, 20]  # the best (step 10) and the newest
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    real = ck.write_checkpoint_files
+    real = checkpoint.write_checkpoint_files
 
     def fill_disk(tmp, model, optimizer, scheduler, state):
         if state["step"] == 10:
@@ -215,12 +216,12 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device")
         real(tmp, model, optimizer, scheduler, state)
 
-    monkeypatch.setattr(ck, "write_checkpoint_files", fill_disk)
+    monkeypatch.setattr(checkpoint, "write_checkpoint_files", fill_disk)
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=r"step-10 checkpoint \(No space left on device: about "
                        r".* needed, .* free\); .*step_0000005 is intact.*--resume"):
         Pipeline.from_recipe(recipe(eval_samples=0)).train(run, progress=False)
-    assert [c.step for c in ck.list_checkpoints(run / "checkpoints")] == [5]
+    assert [c.step for c in checkpoint.list_checkpoints(run / "checkpoints")] == [5]
     assert not list((run / "checkpoints").glob(".tmp-*"))
     assert Pipeline.load(run).prior is not None  # the intact checkpoint still loads
 
@@ -240,7 +241,7 @@ def test_observability_metrics_samples_tensorboard_and_plot(tmp_path, capsys):
 
 
 def test_weight_decay_skips_biases_norms_and_embeddings():
-    from pipelines.train import param_groups
+    from pipelines.training.trainer import param_groups
     from priors import GPT, GPTConfig
     from tokenizers_ar import Layout
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from pipelines import Pipeline
-from pipelines.cli import main
-from pipelines.stage1 import HEALTH_FILE, RECONSTRUCTIONS_FILE
+from pipelines.cli.main import main
+from pipelines.training.stage1 import HEALTH_FILE, RECONSTRUCTIONS_FILE
 from plugins.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[2]

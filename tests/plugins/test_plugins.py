@@ -182,7 +182,7 @@ def test_entry_point_plugin_is_listed_and_trains(tmp_path):
     site.mkdir()
     make_entry_point_package(site)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    listing = subprocess.run([sys.executable, "-m", "pipelines.cli", "plugins"], env=env,
+    listing = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
                              capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     line = next(l for l in listing.splitlines() if "hello_char" in l)
     assert "tokar-hello 1.2.3" in line
@@ -190,7 +190,7 @@ def test_entry_point_plugin_is_listed_and_trains(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     import yaml
     recipe.write_text(yaml.safe_dump(tiny_recipe("hello_char")))
-    run = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "train", str(recipe),
+    run = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "-q", "train", str(recipe),
                           "--run-dir", str(tmp_path / "run"), "--no-progress"],
                          env=env, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -241,7 +241,7 @@ def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-broken\nVersion: 0.0.1\n")
     (dist / "entry_points.txt").write_text("[tokar]\nbroken = no_such_module.plugin\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "plugins"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "skipping tokar plugin 'broken' from tokar-broken 0.0.1: ModuleNotFoundError" in proc.stderr
@@ -270,7 +270,7 @@ class Sloppy:
 
 
 def test_registration_checks_what_it_is_given_and_reports_every_problem(fresh_plugins, capsys):
-    from pipelines.cli import main
+    from pipelines.cli.main import main
 
     fresh_plugins.register(Sloppy, name="sloppy-plugin")
     regs = fresh_plugins.registries

@@ -2,7 +2,7 @@ import datasets
 import pytest
 import torch
 
-from pipelines.data import tokenize
+from pipelines.data.sources import tokenize
 from plugins.errors import TokenizerError
 from tests.conftest import need_shakespeare
 from tokenizers_ar import BPETokenizer

@@ -115,7 +115,7 @@ def test_adaptive_weight_is_the_ratio_of_gradient_norms():
 def test_perceptual_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="not available offline"):
         VQGANTokenizer(perceptual_weight=1.0)
-    from pipelines.recipe import load_recipe
+    from pipelines.recipe.loader import load_recipe
 
     with pytest.raises(RecipeError, match="perceptual_weight.*VGG weights"):
         load_recipe({"data": {"source": "sklearn_digits"}, "prior": {"name": "gpt"},

@@ -65,7 +65,7 @@ class TestSyntheticText(SourceContract):
 
 
 def test_the_plugin_is_found_through_its_entry_point():
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "plugins"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], capture_output=True,
                          text=True, check=True).stdout
     for name in ("words", "causal_mlp", "laplace", "synthetic_text", "no_repeat_ngram"):
         line = next(line for line in out.splitlines() if f" {name} " in f" {line} ")
@@ -73,7 +73,7 @@ def test_the_plugin_is_found_through_its_entry_point():
 
 
 def test_recipe_end_to_end(tmp_path):
-    tokar = [sys.executable, "-m", "pipelines.cli", "-q"]
+    tokar = [sys.executable, "-m", "pipelines.cli.main", "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     subprocess.run([*tokar, "train", str(HERE / "recipe.yaml"), "--run-dir", str(run),

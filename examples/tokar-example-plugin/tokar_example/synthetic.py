@@ -8,7 +8,7 @@ import random
 import datasets
 from pydantic import Field
 
-from pipelines.data import Source, SourceConfig
+from pipelines.data.sources import Source, SourceConfig
 
 NOUNS = ["cat", "dog", "bird", "fish", "king", "queen"]
 VERBS = ["sees", "likes", "chases", "follows"]

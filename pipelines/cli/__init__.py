@@ -1,0 +1,1 @@
+"""The `tokar` command line."""
