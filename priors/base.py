@@ -22,7 +22,9 @@ Optional: `reorder_state` (beam search) and `rewind` with `max_rewind` (speculat
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -202,6 +204,18 @@ class Prior(nn.Module, ABC):
         """Mean negative log-likelihood in nats per position (the training objective)."""
         return -self.distribution.log_prob(self(x, cond), x).mean()
 
+    def fingerprint(self) -> str:
+        """The model's identity: SHA-256 (16 hex digits) of its class, vocabulary, config and every
+        weight's bytes (int8 weights by their integers and scales). Anything keyed on a trained
+        model uses it (compressed files, detection caches, distilled drafts), beside
+        `Tokenizer.fingerprint()`."""
+        h = hashlib.sha256(f"{type(self).__qualname__}:{self.vocab_size}:".encode())
+        h.update(json.dumps(self.config.model_dump(mode="json"), sort_keys=True).encode())
+        for name, value in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            _hash_value(h, value)
+        return h.hexdigest()[:16]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -233,6 +247,22 @@ class Prior(nn.Module, ABC):
             ) from exc
         load_weights(prior, directory / WEIGHTS_FILE, map_location)
         return prior.eval()
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_quantized:  # int8 inference weights: their integers, scale and zero point
+            h.update(repr((t.q_scale(), t.q_zero_point()) if t.qscheme() == torch.per_tensor_affine
+                          else t.q_per_channel_scales().tolist()).encode())
+            t = t.int_repr()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _hash_value(h, v)
+    else:
+        h.update(repr(value).encode())
 
 
 def construct(cls: type[Prior], config: PriorConfig, vocab_size: int, layout: Layout,

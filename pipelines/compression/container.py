@@ -47,7 +47,6 @@ machines whose float kernels differ (see entropy_coding.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import struct
@@ -90,32 +89,6 @@ class Settings:
     threads: int = 1
 
 
-def prior_fingerprint(prior: Prior) -> str:
-    """SHA-256 (16 hex digits) of the prior's class, config and every weight's bytes."""
-    h = hashlib.sha256(f"{type(prior).__qualname__}:{prior.vocab_size}:".encode())
-    h.update(json.dumps(prior.config.model_dump(mode="json"), sort_keys=True).encode())
-    for name, value in sorted(prior.state_dict().items()):
-        h.update(name.encode())
-        _hash_value(h, value)
-    return h.hexdigest()[:16]
-
-
-def _hash_value(h: Any, value: Any) -> None:
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
-        if t.is_quantized:  # int8 inference weights: their integers, scale and zero point
-            h.update(repr((t.q_scale(), t.q_zero_point()) if t.qscheme() == torch.per_tensor_affine
-                          else t.q_per_channel_scales().tolist()).encode())
-            t = t.int_repr()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            _hash_value(h, v)
-    else:
-        h.update(repr(value).encode())
-
-
 # -- compress -------------------------------------------------------------------------------------
 def compress(prior: Prior, tokenizer: Tokenizer, examples: Sequence[Any],
              conds: Sequence[int | None] | None = None, settings: Settings | None = None,
@@ -147,7 +120,7 @@ def compress(prior: Prior, tokenizer: Tokenizer, examples: Sequence[Any],
             streams.append(encode_batch(prior, batch, tokens, stats))
     header = {
         "tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint()},
-        "prior": {"name": prior.name, "fingerprint": prior_fingerprint(prior)},
+        "prior": {"name": prior.name, "fingerprint": prior.fingerprint()},
         "run": run,
         "mode": mode,
         "coder": {"precision": PRECISION, "block_length": block_length,
@@ -308,7 +281,7 @@ def decompress(prior: Prior, tokenizer: Tokenizer, blob: bytes, run: str | None 
 
 def _check_model(h: dict[str, Any], prior: Prior, tokenizer: Tokenizer, run: str | None) -> None:
     theirs = (h["tokenizer"]["fingerprint"], h["prior"]["fingerprint"])
-    ours = (tokenizer.fingerprint(), prior_fingerprint(prior))
+    ours = (tokenizer.fingerprint(), prior.fingerprint())
     if theirs != ours:
         where = f" (run '{h['run']}')" if h.get("run") else ""
         here = f" (run '{run}')" if run else ""
@@ -320,4 +293,4 @@ def _check_model(h: dict[str, Any], prior: Prior, tokenizer: Tokenizer, run: str
 
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "Settings", "Tokens", "compress", "decompress",
-           "prior_fingerprint", "read_container"]
+           "read_container"]
