@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from pydantic import ValidationError
 
+from pipelines.compression.container import DEFAULT_BATCH_SIZE, Settings, compress, decompress
 from pipelines.data.order import Ordering
+from pipelines.detection.detectors import DetectResult, detect
 from pipelines.recipe.limits import check_decode_memory
 from pipelines.recipe.loader import Recipe, load_recipe
 from pipelines.runs.lock import releases_run_locks
@@ -34,6 +36,7 @@ from pipelines.runs.rundir import (
 from pipelines.scoring import Score, score_examples
 from pipelines.training import stage1
 from pipelines.training.checkpoint import list_checkpoints, newest_loadable, write_atomically
+from pipelines.training.run import TrainingRun
 from pipelines.training.trainer import TrainResult, process_state
 from plugins.errors import DataError, LayoutError, RunDirError, TokarError, did_you_mean
 from plugins.registry import Registries, Registry
@@ -42,9 +45,6 @@ from priors.base import Prior, construct
 from priors.drafts import is_draft_spec
 from priors.quantize import to_precision
 from tokenizers_ar.base import Tokenizer
-
-if TYPE_CHECKING:
-    from pipelines.detection.detectors import DetectResult
 
 logger = logging.getLogger(__name__)
 
@@ -120,18 +120,31 @@ class Pipeline:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`.
         Under `accelerate launch` / `torchrun` every process calls this; only the main one
         writes files."""
-        from pipelines.training.run import TrainingRun
-
-        return TrainingRun(self).start(run_dir, progress)
+        return self._train(TrainingRun.start(self.recipe, run_dir), progress)
 
     @classmethod
     @releases_run_locks
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (), progress: bool = True,
                registries: Registries | None = None) -> tuple[Pipeline, TrainResult]:
-        """Continue an interrupted run exactly (see TrainingRun.resume)."""
-        from pipelines.training.run import TrainingRun
+        """Continue an interrupted run exactly (see TrainingRun.resume): the same steps as a new
+        run, from its newest intact checkpoint."""
+        run = TrainingRun.resume(run_dir, overrides, registries)
+        if run.plan.done:  # a complete run stays as it is
+            loaded = cls.load(run.run_dir, registries)
+            return loaded, run.plan.recorded_result(loaded.tokenizer.unit)
+        tokenizer = load_saved(run.recipe.tokenizer.cls, run.run_dir / "tokenizer", "tokenizer")
+        pipe = cls(run.recipe, tokenizer, run_dir=run.run_dir)
+        return pipe, pipe._train(run, progress)
 
-        return TrainingRun.resume(run_dir, overrides, progress, registries)
+    def _train(self, run: TrainingRun, progress: bool) -> TrainResult:
+        """The path every training takes, new or resumed: prepare the data (and the tokenizer),
+        build the prior, check it against the data, train."""
+        self.run_dir = run.run_dir
+        prepared = run.prepare(self.tokenizer)
+        self.tokenizer, self.class_names = prepared.tokenizer, prepared.class_names
+        self._prior = self.build_prior()
+        run.check(self._prior, prepared)
+        return run.train(self._prior, prepared, self, progress)
 
     # -- using a trained pipeline ----------------------------------------------------------------
     def grid_columns(self, cond: int | list[int] | None = None) -> int | None:
@@ -298,7 +311,6 @@ class Pipeline:
                      block_length: int | None = None, batch_size: int | None = None,
                      threads: int = 1, _many: bool = True) -> bytes:
         """Several examples in one file (one header; images coded `batch_size` at a time)."""
-        from pipelines.compression.container import DEFAULT_BATCH_SIZE, Settings, compress
 
         conds = None if labels is None else [self.class_index(c) for c in labels]
         settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
@@ -307,7 +319,6 @@ class Pipeline:
 
     def decompress(self, blob: bytes, codes: bool = False) -> Any:
         """The example a `compress` file holds (`codes`: its token ids instead)."""
-        from pipelines.compression.container import decompress
 
         out, many = decompress(self.prior, self.ordered_tokenizer, blob,
                                self.run_dir.name if self.run_dir else None, codes)
@@ -317,7 +328,6 @@ class Pipeline:
 
     def decompress_all(self, blob: bytes, codes: bool = False) -> list[Any]:
         """Every example a compressed file holds, in order."""
-        from pipelines.compression.container import decompress
 
         return decompress(self.prior, self.ordered_tokenizer, blob,
                           self.run_dir.name if self.run_dir else None, codes)[0]
@@ -332,11 +342,19 @@ class Pipeline:
         (groups of `group_size`) or complexity (a generic `compressor`); thresholds at `fpr`
         calibrated on the validation split and kept in the run directory
         (pipelines/detection/detectors.py)."""
-        from pipelines.detection.detectors import detect
-
-        return detect(self, examples, method, ids=ids, background=background, fpr=fpr,
+        return detect(self, examples, method, ids=ids, background=self.load_background(background),
+                      fpr=fpr,
                       group_size=group_size, compressor=compressor, per_token=per_token,
                       calibration_examples=calibration_examples)
+
+    def load_background(self, background: Pipeline | str | Path | None) -> Pipeline | None:
+        """The background run of the likelihood ratio (a run directory or a loaded pipeline),
+        on this prior's device; None stays None."""
+        if background is None:
+            return None
+        bg = background if isinstance(background, Pipeline) else Pipeline.load(background)
+        bg.prior.to(next(self.prior.parameters()).device)  # in place: nn.Module.to
+        return bg
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

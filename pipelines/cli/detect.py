@@ -17,6 +17,13 @@ import json
 import sys
 from pathlib import Path
 
+from pipelines.detection.data import read_data
+from pipelines.detection.evaluate import evaluate, plot_histograms
+from pipelines.detection.surprise import write_maps
+from pipelines.pipeline import Pipeline
+from pipelines.runs.rundir import write_json_atomically, write_text_atomically
+from pipelines.training.trainer import process_state
+
 METHODS = ("likelihood", "ratio", "typicality", "complexity")  # pipelines.detection.detectors.METHODS
 
 
@@ -64,11 +71,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from pipelines.detection.data import read_data
-    from pipelines.pipeline import Pipeline
-    from pipelines.runs.rundir import write_text_atomically
-    from pipelines.training.trainer import process_state
-
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
     ids, examples = read_data(args.data, pipe.tokenizer, args.passage)
     result = pipe.detect(examples, args.method, ids=ids, background=args.background, fpr=args.fpr,
@@ -79,7 +81,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     lines = "".join(json.dumps(d.to_dict(result.unit)) + "\n" for d in result.detections)
     summary = result.summary()
     if args.maps:
-        from pipelines.detection.surprise import write_maps
 
         titles = [f"{d.id}: {d.bits_per_unit:.3f} bits/{result.unit}, {result.method} score "
                   f"{d.score:.3f}, p={d.p_value:.3f} ({'anomalous' if d.anomalous else 'normal'})"
@@ -98,18 +99,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_detect_eval(args: argparse.Namespace) -> int:
-    from pipelines.detection.data import read_data
-    from pipelines.detection.evaluate import evaluate, plot_histograms
-    from pipelines.pipeline import Pipeline
-    from pipelines.runs.rundir import write_json_atomically
-    from pipelines.training.trainer import process_state
-
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
     in_ids, in_examples = read_data(args.in_data, pipe.tokenizer, args.passage)
     ood_ids, ood_examples = read_data(args.ood, pipe.tokenizer, args.passage)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     report = evaluate(pipe, in_examples, ood_examples, in_ids=in_ids, ood_ids=ood_ids,
-                      methods=methods, background=args.background, fpr=args.fpr,
+                      methods=methods, background=pipe.load_background(args.background),
+                      fpr=args.fpr,
                       group_size=args.group_size, compressor=args.compressor,
                       calibration_examples=args.calibration_examples)
     if not process_state().is_main_process:

@@ -32,8 +32,30 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
+from pipelines.cli.detect import add_parsers as add_detect_parsers
+from pipelines.compression.container import read_container
+from pipelines.compression.files import (
+    compressed_output,
+    decompressed_output,
+    read_input,
+    write_bytes,
+    write_output,
+)
+from pipelines.detection.data import read_audio_paths, read_images
+from pipelines.io.progress import quiet_library_bars
 from pipelines.io.safe import read_text
+from pipelines.pipeline import Pipeline
+from pipelines.recipe.limits import check_recipe_memory
+from pipelines.recipe.loader import load_recipe
+from pipelines.runs.plot import plot_run
+from pipelines.runs.rundir import write_text_atomically
+from pipelines.runs.samples import write_samples
+from pipelines.training.stage1 import build_tokenizer, verify_codes
+from pipelines.training.trainer import process_state
 from plugins.errors import DataError, TokarError, environment_error
+from plugins.manager import get_registries
 from plugins.resources import check_fits
 
 
@@ -51,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("datasets", "accelerate", "huggingface_hub", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from pipelines.io.progress import quiet_library_bars
 
     quiet_library_bars()
     try:
@@ -64,7 +85,6 @@ def leave_process_group() -> None:
     """Under torchrun, take the process group down before the interpreter does, as PyTorch
     asks: left to interpreter exit, the teardown of gloo's threads aborted a worker once in a
     CI run ("terminate called without an active exception") after the command had finished."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -193,7 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
                    ".png, audio .wav; OUT.npy: the token ids)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(func=cmd_decompress)
-    from pipelines.cli.detect import add_parsers as add_detect_parsers
 
     add_detect_parsers(sub)  # tokar detect, tokar detect-eval (pipelines/cli/detect.py)
 
@@ -203,9 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.pipeline import Pipeline
-    from pipelines.training.trainer import process_state
-
     if args.resume:
         if args.run_dir:
             raise TokarError("--resume continues RUN_DIR in place: leave out --run-dir.")
@@ -242,9 +258,6 @@ def check_sizes(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from pipelines.pipeline import Pipeline
-    from pipelines.runs.samples import write_samples
-
     check_sizes(args)
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
     decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -267,10 +280,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pipelines.pipeline import Pipeline
-    from pipelines.runs.rundir import write_text_atomically
-    from pipelines.training.trainer import process_state
-
     pipe = Pipeline.load(args.run_dir, precision=args.precision)
     ids, examples = (None, None) if args.data is None else \
         read_examples(Path(args.data), pipe.tokenizer.modality)
@@ -289,7 +298,6 @@ def read_examples(path: Path, modality: str) -> tuple[list[str], list[Any]]:
     """(ids, examples) of `tokar score DATA`: a text file, an image or a folder of images, audio
     files, each id its file's path. Every file is checked to be a regular file (never a FIFO or a
     device) before it is opened; images and audio are read as `tokar detect` reads them."""
-    from pipelines.detection.data import read_audio_paths, read_images
 
     if not path.exists():
         raise DataError(f"{path} does not exist.")
@@ -307,9 +315,6 @@ def read_examples(path: Path, modality: str) -> tuple[list[str], list[Any]]:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from pipelines.compression.files import compressed_output, read_input, write_bytes
-    from pipelines.pipeline import Pipeline
-
     source = Path(args.input)
     out = compressed_output(source, args.output, args.force)
     pipe = Pipeline.load(args.run_dir)
@@ -327,10 +332,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from pipelines.compression.container import read_container
-    from pipelines.compression.files import decompressed_output, write_output
-    from pipelines.pipeline import Pipeline
-
     source = Path(args.input)
     if not source.is_file():
         raise DataError(f"{source} does not exist or is not a file.")
@@ -350,16 +351,11 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from pipelines.runs.plot import plot_run
-
     print(plot_run(args.run_dir, args.out))
     return 0
 
 
 def cmd_codes_verify(args: argparse.Namespace) -> int:
-    from pipelines.pipeline import Pipeline
-    from pipelines.training.stage1 import verify_codes
-
     if args.limit is not None and args.limit < 1:
         raise TokarError(f"--limit must be at least 1, got {args.limit}.")
     print(json.dumps(verify_codes(Pipeline.load(args.run_dir), args.split, args.limit)))
@@ -367,10 +363,6 @@ def cmd_codes_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pipelines.recipe.limits import check_recipe_memory
-    from pipelines.recipe.loader import load_recipe
-    from pipelines.training.stage1 import build_tokenizer
-
     recipe = load_recipe(args.recipe, args.overrides)
     # what `tokar train` does next, short of reading data: a pretrained tokenizer must be one of
     # the recipe's kind, fitted, and the model and batch must fit in memory
@@ -383,8 +375,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from plugins.manager import get_registries
-
     registries = get_registries()
     rows = [(kind, e.name, e.provider, f"{getattr(e.component, '__module__', '?')}."
              f"{getattr(e.component, '__qualname__', type(e.component).__name__)}")

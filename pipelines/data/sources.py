@@ -26,6 +26,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.data.augment import AugmentConfig
+from pipelines.data.streaming import TokenStream
 from pipelines.io.safe import check_regular_file, read_text, remove_quietly, writing
 from plugins.errors import DataError, did_you_mean
 from tokenizers_ar.base import Layout, Tokenizer
@@ -269,7 +270,6 @@ def tokenize(splits: datasets.DatasetDict, tokenizer: Tokenizer, num_proc: int |
              shuffle_buffer: int = 10_000) -> dict[str, Any]:
     """Encode every split with `tokenizer`, reusing the on-disk cache when the key matches.
     A streamed split (an IterableDataset) becomes a TokenStream, encoded lazily while training."""
-    from pipelines.data.streaming import TokenStream
 
     root = cache_dir() / "tokenized"
     root.mkdir(parents=True, exist_ok=True)

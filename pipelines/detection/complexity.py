@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from plugins.errors import DataError
+from tokenizers_ar.audio import load_waveform
+from tokenizers_ar.images import is_colour
 
 COMPRESSORS = ("png", "flac", "xz")
 DEFAULTS = {"image": "png", "audio": "flac", "text": "xz"}
@@ -65,7 +67,6 @@ def image_bytes(example: Any, max_value: int) -> np.ndarray:
     and complexity under tokenizers whose ids are not pixel values)."""
     from PIL import Image
 
-    from tokenizers_ar.images import is_colour
 
     if isinstance(example, Image.Image):
         return np.asarray(example.convert("RGB" if is_colour(example) else "L"))
@@ -92,7 +93,6 @@ def png_bits(image: np.ndarray) -> int:
 
 def pcm16(example: Any, tokenizer: Any) -> np.ndarray:
     """The mono waveform at the audio tokenizer's sample rate as 16-bit PCM."""
-    from tokenizers_ar.audio import load_waveform
 
     waveform = tokenizer.waveform(example) if hasattr(tokenizer, "waveform") else \
         load_waveform(example, tokenizer.sample_rate)

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.data.audio import AUDIO_SUFFIXES
 from pipelines.io.safe import check_regular_file, read_image, read_text
 from plugins.errors import DataError
+from tokenizers_ar.images import is_colour
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,6 @@ def read_images(path: Path) -> tuple[list[str], list[Any]]:
 def read_audio_paths(path: Path) -> list[str]:
     """One audio file or every audio file under a folder, as paths: the tokenizer reads (and
     resamples) them."""
-    from pipelines.data.audio import AUDIO_SUFFIXES
 
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) \
         if path.is_dir() else [path]
@@ -108,7 +109,6 @@ def check_images(ids: list[str], examples: list[Any], tokenizer: Any) -> None:
     """Every image has the run's size and mode, or an error names the first that does not."""
     from PIL import Image
 
-    from tokenizers_ar.images import is_colour
 
     height, width = getattr(tokenizer, "height", None), getattr(tokenizer, "width", None)
     channels = getattr(tokenizer, "channels", None)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from pipelines.detection.complexity import check_compressor, compressed_bits, default_compressor
+from pipelines.detection.data import cut_passages
 from pipelines.runs.rundir import write_json_atomically
 from pipelines.scoring import LN2
 from pipelines.training.trainer import process_state
@@ -115,11 +116,9 @@ def complexity_bits(pipe: Pipeline, examples: list[Any], compressor: str) -> np.
     return np.array([compressed_bits(x, tok, compressor) / tok.count_units(x) for x in examples])
 
 
-def load_background(pipe: Pipeline, background: Pipeline | str | Path) -> Pipeline:
-    """The background run of the likelihood ratio, which must use the very same tokenizer."""
-    from pipelines.pipeline import Pipeline
-
-    bg = background if isinstance(background, Pipeline) else Pipeline.load(background)
+def check_background(pipe: Pipeline, bg: Pipeline) -> None:
+    """The background run of the likelihood ratio must use the very same tokenizer (Pipeline
+    resolves and loads it: `Pipeline.load_background`)."""
     if bg.tokenizer.fingerprint() != pipe.tokenizer.fingerprint():
         raise TokarError(
             f"the background run {bg.run_dir or ''} uses another tokenizer "
@@ -133,9 +132,6 @@ def load_background(pipe: Pipeline, background: Pipeline | str | Path) -> Pipeli
         logger.warning("the background run %s was not trained on mutated inputs (data.augment."
                        "mutate): Ren et al.'s background model learns only the data's low-level "
                        "statistics because a share of its training tokens are random", bg.run_dir)
-    device = next(pipe.prior.parameters()).device
-    bg._prior = bg.prior.to(device)
-    return bg
 
 
 # -- calibration on held-out in-distribution data ----------------------------------------------------
@@ -165,7 +161,6 @@ def calibration_path(run_dir: Path, passage: int | None) -> Path:
 def calibration_examples(pipe: Pipeline, limit: int,
                          passage: int | None) -> tuple[list[str], list[Any]]:
     """A uniform subsample (fixed seed) of the run's validation split; text cut into passages."""
-    from pipelines.detection.data import cut_passages
 
     split = pipe.recipe.data.cls(pipe.recipe.data.config).load()["validation"]
     if len(split) == 0:
@@ -350,7 +345,7 @@ def check_method(method: str, background: Any, group_size: int, calibration_exam
 
 
 def detect(pipe: Pipeline, examples: list[Any], method: str = "likelihood", *,
-           ids: list[str] | None = None, background: Pipeline | str | Path | None = None,
+           ids: list[str] | None = None, background: Pipeline | None = None,
            fpr: float = 0.05, group_size: int = 5, compressor: str | None = None,
            per_token: bool = False,
            calibration_examples: int = DEFAULT_CALIBRATION_EXAMPLES) -> DetectResult:
@@ -360,7 +355,9 @@ def detect(pipe: Pipeline, examples: list[Any], method: str = "likelihood", *,
     if not examples:
         raise DataError("nothing to check: no examples given.")
     ids = list(ids) if ids is not None else [str(i) for i in range(len(examples))]
-    bg = load_background(pipe, background) if background is not None else None
+    bg = background
+    if bg is not None:
+        check_background(pipe, bg)
     if method == "complexity":
         compressor = compressor or default_compressor(pipe.tokenizer.modality)
         check_compressor(compressor, pipe.tokenizer.modality)

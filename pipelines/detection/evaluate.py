@@ -103,7 +103,7 @@ def _group_scores(method: str, comp: detectors.Components, entropy: float, size:
 
 def evaluate(pipe: Pipeline, in_examples: list[Any], ood_examples: list[Any], *,
              in_ids: list[str] | None = None, ood_ids: list[str] | None = None,
-             methods: list[str] | None = None, background: Pipeline | str | Path | None = None,
+             methods: list[str] | None = None, background: Pipeline | None = None,
              fpr: float = 0.05, group_size: int = 5, compressor: str | None = None,
              calibration_examples: int = detectors.DEFAULT_CALIBRATION_EXAMPLES) -> EvalReport:
     """Every method's AUROC, AUPRC, FPR at 95% TPR and calibrated operating point (see the
@@ -123,7 +123,9 @@ def evaluate(pipe: Pipeline, in_examples: list[Any], ood_examples: list[Any], *,
         raise DataError("the evaluation needs in-distribution and OOD inputs; one set is empty.")
     in_ids = list(in_ids) if in_ids is not None else [f"in/{i}" for i in range(len(in_examples))]
     ood_ids = list(ood_ids) if ood_ids is not None else [f"ood/{i}" for i in range(len(ood_examples))]
-    bg = detectors.load_background(pipe, background) if "ratio" in methods else None
+    bg = background if "ratio" in methods else None
+    if bg is not None:
+        detectors.check_background(pipe, bg)
     if "complexity" in methods:
         compressor = compressor or default_compressor(pipe.tokenizer.modality)
         check_compressor(compressor, pipe.tokenizer.modality)

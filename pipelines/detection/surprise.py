@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.detection.complexity import image_bytes, pcm16
 from pipelines.runs.rundir import write_file_atomically, write_text_atomically
 from pipelines.scoring import LN2
 
@@ -81,8 +82,6 @@ def position_grid(tokenizer: Any, bits: np.ndarray) -> np.ndarray:
 
 
 def image_map(tokenizer: Any, example: Any, bits: np.ndarray, title: str, path: Path) -> Path:
-    from pipelines.detection.complexity import image_bytes
-
     plt = _plt()
     image = image_bytes(example, getattr(tokenizer.config, "max_value", 255))
     grid = position_grid(tokenizer, bits)
@@ -149,8 +148,6 @@ def text_map(tokenizer: Any, text: str, bits: np.ndarray, title: str, path: Path
 
 # -- audio ---------------------------------------------------------------------------------------------
 def audio_map(tokenizer: Any, example: Any, bits: np.ndarray, title: str, path: Path) -> Path:
-    from pipelines.detection.complexity import pcm16
-
     plt = _plt()
     rate = tokenizer.sample_rate
     wave = pcm16(example, tokenizer).astype(np.float64) / 32767

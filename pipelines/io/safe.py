@@ -27,11 +27,13 @@ import json
 import os
 import shutil
 import stat
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from plugins.errors import DataError, StorageError, TokarError
+from plugins.resources import check_fits
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # How full-disk failures read when a library wraps the OSError in its own exception type:
@@ -242,11 +244,9 @@ def read_json(path: str | Path, what: str = "file", error: type[TokarError] = Da
 
 def read_image(path: str | Path) -> Any:
     """One image file, decoded: its header's size is checked against memory before decoding."""
-    import warnings
 
     from PIL import Image
 
-    from plugins.resources import check_fits
 
     path = check_regular_file(path, "image file")
     try:

@@ -29,10 +29,12 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from pipelines.scoring import token_nll
 from plugins.errors import RecipeError
 from plugins.registry import Registry
 from plugins.resources import check_fits, gib, machine_memory
 from priors.base import construct
+from tokenizers_ar.base import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +106,6 @@ def estimate_training(prior_cls: type, config: Any, vocab_size: int, layout: Any
                       seq_len: int | None) -> TrainingEstimate | None:
     """Parameters and activation bytes of training `prior_cls(config)` on (batch_size, T) batches;
     None when the prior cannot be built on the meta device."""
-    from pipelines.scoring import token_nll
 
     prior = build_on_meta(prior_cls, config, vocab_size, layout)
     if prior is None:
@@ -203,7 +204,6 @@ def check_recipe_memory(recipe: Any, tokenizer: Any) -> TrainingEstimate | None:
     vocabulary and layout when it is already fitted (pretrained, or fixed like mu-law); an
     unfitted text tokenizer counts as its configured vocab_size (else 256). A grid whose size
     only fitting tells (images) is checked when training starts instead."""
-    from tokenizers_ar.base import Layout
 
     try:
         if tokenizer.is_fitted:

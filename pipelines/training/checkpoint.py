@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast_object_list
 from safetensors.torch import save_model
 from torch import nn
 
@@ -108,7 +109,6 @@ def writer_id(accelerator: Any = None) -> str:
     names of temporary folders never collide between two writers."""
     token = f"{os.getpid()}-{secrets.token_hex(3)}"
     if accelerator is not None and accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
 
         token = broadcast_object_list([token])[0]
     return token

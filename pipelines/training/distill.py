@@ -29,6 +29,7 @@ import torch
 from pydantic import Field
 
 from pipelines.data.sources import Source, SourceConfig
+from pipelines.pipeline import Pipeline
 from pipelines.runs.rundir import write_text_atomically
 from plugins.errors import DataError
 from priors import DecodeConfig, generate
@@ -75,7 +76,6 @@ class TeacherSamplesSource(Source):
         path = cache / "teacher_samples" / f"{key}.json"
         if path.is_file():
             return json.loads(path.read_text())
-        from pipelines.pipeline import Pipeline  # the teacher is a whole trained pipeline
 
         teacher = Pipeline.load(run)
         if teacher.tokenizer.modality != "text":
