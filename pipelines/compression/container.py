@@ -42,7 +42,7 @@ The header holds:
 
 Not here: seeking into a batch (batches are independent, so parallel or partial decoding is a
 matter of reading the block table); files larger than memory; portability of files between
-machines whose float kernels differ (see entropy_coding.py).
+machines whose float kernels differ (see coding.py).
 """
 
 from __future__ import annotations

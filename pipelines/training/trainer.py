@@ -159,7 +159,7 @@ class Trainer:
                  offset_nats: float = 0.0,
                  augment: Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]] | None = None):
         self.prior, self.cfg, self.run_dir, self.unit = prior, cfg, Path(run_dir), unit
-        self.offset_nats = offset_nats  # continuous data: discretization, see likelihood.py
+        self.offset_nats = offset_nats  # continuous data: discretization, see pipelines/scoring.py
         self.accelerator, self.progress, self.on_eval = accelerator, progress, on_eval
         self.augment = augment  # (batch, batch number) -> batch: data.augment (pipelines/data/augment.py)
         self.is_main = accelerator.is_main_process
