@@ -31,6 +31,7 @@ from pipelines.compression.container import (
     decompress,
     float_model,
 )
+from pipelines.compression.lossless import compress_mode
 from pipelines.data.order import Ordering
 from pipelines.recipe.limits import check_decode_memory
 from pipelines.recipe.loader import Recipe, load_recipe
@@ -327,6 +328,7 @@ class Pipeline:
         conds = None if labels is None else [self.class_index(c) for c in labels]
         settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
         self.prior.eval()
+        compress_mode(self.tokenizer)  # a continuous or lossy tokenizer's refusal comes first
         model = codec_model(self.codec()) if portable else \
             float_model(self.prior, self.ordered_tokenizer)
         return compress(model, list(examples), conds, settings, many=_many,
