@@ -377,9 +377,9 @@ class Pipeline:
                 return codec_model(current)
             where = f" (run '{h['run']}')" if h.get("run") else ""
             raise CompressionError(
-                f"this file was compressed with codec {wanted}{where}, which {run or 'this pipeline'} "
-                f"does not hold (its codecs are in RUN/codecs/; this prior's is "
-                f"{current.fingerprint}): decompress it with the run that compressed it or the "
+                f"this file was compressed with another model{where}: its codec {wanted} is not "
+                f"in {run or 'this pipeline'} (RUN/codecs/; this prior's codec is "
+                f"{current.fingerprint}). Decompress it with the run that compressed it or the "
                 "folder `tokar export-codec` wrote.")
 
         return decompress(blob, resolve, codes, progress)
