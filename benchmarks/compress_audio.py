@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--keep")
+    ap.add_argument("--portable", action="store_true", help="the integer-exact coder (tokar "
+                    "compress's default); without it the float path the BENCHMARKS rows measured")
     ap.add_argument("--runs", nargs="*", default=[], help="RECIPE=RUN_DIR: reuse a trained run")
     args = ap.parse_args()
     given = dict(r.split("=", 1) for r in args.runs)
@@ -78,7 +80,8 @@ def main() -> None:
             codes = [pipe.tokenizer.encode(c) for c in clips]
             samples = sum(c.numel() for c in codes)
             with Stopwatch() as enc:
-                blob = pipe.compress_all(clips, labels, batch_size=args.batch_size)
+                blob = pipe.compress_all(clips, labels, batch_size=args.batch_size,
+                                         portable=args.portable)
             with Stopwatch() as dec:
                 back = pipe.decompress_all(blob, codes=True)
             exact = all(torch.equal(a, b) for a, b in zip(codes, back, strict=True))

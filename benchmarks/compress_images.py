@@ -48,20 +48,20 @@ def webp_bytes(image: Image.Image) -> int:
     return buf.tell()
 
 
-def evaluate(pipe: Pipeline, name: str, every: int, batch_size: int) -> dict:
+def evaluate(pipe: Pipeline, name: str, every: int, batch_size: int, portable: bool = False) -> dict:
     splits = pipe.recipe.data.cls(pipe.recipe.data.config).load()
     test = splits["validation"]
     index = list(range(0, len(test), every))
     images = [np.asarray(test[i]["example"], dtype=np.uint8) for i in index]
     labels = [int(test[i]["label"]) for i in index] if pipe.prior.num_classes else None
     with Stopwatch() as enc:
-        blob = pipe.compress_all(images, labels, batch_size=batch_size)
+        blob = pipe.compress_all(images, labels, batch_size=batch_size, portable=portable)
     with Stopwatch() as dec:
         back = pipe.decompress_all(blob)
     exact = all(np.array_equal(a, b) for a, b in zip(images, back, strict=True))
     c = read_container(blob)
     payload = 4 * sum(s.size for s in c.streams)
-    single = len(pipe.compress(images[0], labels[0] if labels else None))
+    single = len(pipe.compress(images[0], labels[0] if labels else None, portable=portable))
     score = pipe.score(images, labels=labels)
     binary = name == "binarized_mnist"
     pil = [Image.fromarray(im * 255, "L").convert("1") if binary else Image.fromarray(im, "L")
@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10, help="uniform subsample of the test images")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--keep", help="keep the trained runs here")
+    ap.add_argument("--portable", action="store_true", help="the integer-exact coder (tokar "
+                    "compress's default); without it the float path the BENCHMARKS rows measured")
     ap.add_argument("--runs", nargs="*", default=[], help="DATASET=RUN_DIR: reuse a trained run")
     args = ap.parse_args()
     given = dict(r.split("=", 1) for r in args.runs)
@@ -105,7 +107,7 @@ def main() -> None:
                 training = {"budget_s": args.seconds, "steps": result.steps,
                             "train_wall_s": round(sw.wall, 1), "train_cpu_share": sw.cpu_share}
                 pipe = Pipeline.load(keep / name)
-            results[name] = {**evaluate(pipe, name, args.every, args.batch_size),
+            results[name] = {**evaluate(pipe, name, args.every, args.batch_size, args.portable),
                              "training": training, "parameters": pipe.prior.num_parameters()}
             print(f"{name}: {results[name]['bits_per_image']:.1f} bits/image, PNG "
                   f"{results[name]['png_bits_per_image']:.1f}", file=sys.stderr)

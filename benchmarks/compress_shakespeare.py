@@ -29,7 +29,12 @@ from _common import Stopwatch, budget_overrides, emit  # noqa: E402
 
 from pipelines import Pipeline  # noqa: E402
 from pipelines.compression.coding import CodingStats  # noqa: E402
-from pipelines.compression.container import Settings, compress, read_container  # noqa: E402
+from pipelines.compression.container import (  # noqa: E402
+    Settings,
+    compress,
+    float_model,
+    read_container,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"gzip -9": ["gzip", "-9", "-c"], "bzip2 -9": ["bzip2", "-9", "-c"],
@@ -51,7 +56,8 @@ def evaluate(pipe: Pipeline, text: str, block_length: int | None, batch_size: in
     stats = CodingStats()
     settings = Settings(block_length, batch_size)
     with Stopwatch() as enc:
-        blob = compress(pipe.prior, pipe.tokenizer, [data], None, settings, many=False, stats=stats)
+        blob = compress(float_model(pipe.prior, pipe.tokenizer), [data], None, settings,
+                        many=False, stats=stats)
     with Stopwatch() as dec:
         back = pipe.decompress(blob)
     c = read_container(blob)

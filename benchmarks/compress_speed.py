@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--block-lengths", nargs="+", type=int, default=[64, 256, 1024, 4096])
     ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="torch threads inside coding")
+    ap.add_argument("--portable", action="store_true", help="the integer-exact coder (tokar "
+                    "compress's default); without it the float path the BENCHMARKS rows measured")
     args = ap.parse_args()
     results = {}
     for run in args.runs:
@@ -45,7 +47,8 @@ def main() -> None:
             batch = min(math.ceil(tokens / L), args.max_batch)
             c0 = time.process_time()
             with Stopwatch() as enc:
-                blob = pipe.compress(data, block_length=L, batch_size=batch, threads=args.threads)
+                blob = pipe.compress(data, block_length=L, batch_size=batch, threads=args.threads,
+                                     portable=args.portable)
             c1 = time.process_time()
             with Stopwatch() as dec:
                 back = pipe.decompress(blob)

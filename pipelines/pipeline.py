@@ -13,13 +13,25 @@ what a trained pipeline does: load, generate and decode, score.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 
-from pipelines.compression.container import DEFAULT_BATCH_SIZE, Settings, compress, decompress
+from pipelines.compression.codecs import Codec, build_codec, find_codec, load_codec
+from pipelines.compression.codecs import freeze as freeze_codec
+from pipelines.compression.container import (
+    DEFAULT_BATCH_SIZE,
+    Settings,
+    check_float_model,
+    codec_model,
+    compress,
+    decompress,
+    float_model,
+)
+from pipelines.compression.lossless import compress_mode
 from pipelines.data.order import Ordering
 from pipelines.detection.detectors import DetectResult, detect
 from pipelines.recipe.limits import check_decode_memory
@@ -38,7 +50,14 @@ from pipelines.training import stage1
 from pipelines.training.checkpoint import list_checkpoints, newest_loadable, write_atomically
 from pipelines.training.run import TrainingRun
 from pipelines.training.trainer import TrainResult, process_state
-from plugins.errors import DataError, LayoutError, RunDirError, TokarError, did_you_mean
+from plugins.errors import (
+    CompressionError,
+    DataError,
+    LayoutError,
+    RunDirError,
+    TokarError,
+    did_you_mean,
+)
 from plugins.registry import Registries, Registry
 from priors import DecodeConfig, Generation, generate
 from priors.base import Prior, construct
@@ -58,6 +77,7 @@ class Pipeline:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.class_names: list[str] | None = None  # from the data's ClassLabel, when it has one
         self._ordering: Ordering | None = None
+        self._codec: tuple[str, Codec] | None = None  # (prior fingerprint, its codec)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -299,38 +319,82 @@ class Pipeline:
 
     # -- lossless compression (pipelines/compression/container.py) ------------------------------------------
     def compress(self, data: Any, cond: int | str | None = None, *, block_length: int | None = None,
-                 batch_size: int | None = None, threads: int = 1) -> bytes:
+                 batch_size: int | None = None, threads: int = 1, portable: bool = True,
+                 progress: Callable[[int, int], None] | None = None) -> bytes:
         """One example (text as str or bytes, an image, audio for mu-law runs) -> the bytes of a
         compressed file that `decompress` turns back into it exactly (mu-law: its codes).
         `cond`: its class, for class-conditional priors. `block_length` tokens per block and
-        `batch_size` blocks coded in parallel trade context for speed (BENCHMARKS.md)."""
+        `batch_size` blocks coded in parallel trade context for speed (BENCHMARKS.md).
+        `portable` (default): the integer-exact coder, so the file decodes on any machine, with
+        this run's frozen codec (RUN/codecs/) even after further training; False: the float
+        prior (the same kind of machine, these very weights). `progress(tokens, total)` after each batch."""
         return self.compress_all([data], None if cond is None else [cond], block_length=block_length,
-                                 batch_size=batch_size, threads=threads, _many=False)
+                                 batch_size=batch_size, threads=threads, portable=portable,
+                                 progress=progress, _many=False)
 
     def compress_all(self, examples: list[Any], labels: list[int | str] | None = None, *,
                      block_length: int | None = None, batch_size: int | None = None,
-                     threads: int = 1, _many: bool = True) -> bytes:
+                     threads: int = 1, portable: bool = True,
+                     progress: Callable[[int, int], None] | None = None, _many: bool = True) -> bytes:
         """Several examples in one file (one header; images coded `batch_size` at a time)."""
-
         conds = None if labels is None else [self.class_index(c) for c in labels]
         settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
-        return compress(self.prior, self.ordered_tokenizer, list(examples), conds, settings, many=_many,
-                        run=self.run_dir.name if self.run_dir else None)
+        self.prior.eval()
+        compress_mode(self.tokenizer)  # a continuous or lossy tokenizer's refusal comes first
+        model = codec_model(self.codec()) if portable else \
+            float_model(self.prior, self.ordered_tokenizer)
+        return compress(model, list(examples), conds, settings, many=_many,
+                        run=self.run_dir.name if self.run_dir else None, progress=progress)
 
-    def decompress(self, blob: bytes, codes: bool = False) -> Any:
+    def codec(self, freeze: bool = True) -> Codec:
+        """The portable codec of the prior's current weights (pipelines/compression/codecs.py),
+        frozen into RUN/codecs/<fingerprint>/ on first use (`freeze`, when the pipeline has a
+        run directory)."""
+        key = self.prior.fingerprint()
+        if self._codec is None or self._codec[0] != key:
+            self._codec = (key, build_codec(self.prior, self.ordered_tokenizer, self.recipe.order,
+                                            self.run_dir.name if self.run_dir else None))
+        codec = self._codec[1]
+        if freeze and self.run_dir is not None:
+            freeze_codec(codec, self.run_dir)
+        return codec
+
+    def decompress(self, blob: bytes, codes: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> Any:
         """The example a `compress` file holds (`codes`: its token ids instead)."""
-
-        out, many = decompress(self.prior, self.ordered_tokenizer, blob,
-                               self.run_dir.name if self.run_dir else None, codes)
+        out, many = self._decompress(blob, codes, progress)
         if many:
             raise TokarError(f"this file holds a list of {len(out)} examples: use decompress_all.")
         return out[0]
 
     def decompress_all(self, blob: bytes, codes: bool = False) -> list[Any]:
         """Every example a compressed file holds, in order."""
+        return self._decompress(blob, codes, None)[0]
 
-        return decompress(self.prior, self.ordered_tokenizer, blob,
-                          self.run_dir.name if self.run_dir else None, codes)[0]
+    def _decompress(self, blob: bytes, codes: bool,
+                    progress: Callable[[int, int], None] | None) -> tuple[list[Any], bool]:
+        run = self.run_dir.name if self.run_dir else None
+
+        def resolve(h: dict[str, Any]) -> Any:
+            if not h["coder"]["portable"]:
+                self.prior.eval()
+                check_float_model(h, self.prior, self.ordered_tokenizer, run)
+                return float_model(self.prior, self.ordered_tokenizer)
+            wanted = h["coder"]["codec"]
+            found = find_codec(self.run_dir, wanted) if self.run_dir is not None else None
+            if found is not None:
+                return codec_model(load_codec(found))
+            current = self.codec(freeze=False)
+            if current.fingerprint == wanted:
+                return codec_model(current)
+            where = f" (run '{h['run']}')" if h.get("run") else ""
+            raise CompressionError(
+                f"this file was compressed with another model{where}: its codec {wanted} is not "
+                f"in {run or 'this pipeline'} (RUN/codecs/; this prior's codec is "
+                f"{current.fingerprint}). Decompress it with the run that compressed it or the "
+                "folder `tokar export-codec` wrote.")
+
+        return decompress(blob, resolve, codes, progress)
 
     # -- anomaly detection (pipelines/detection/detectors.py) -----------------------------------------------
     def detect(self, examples: list[Any], method: str = "likelihood", *,

@@ -17,7 +17,9 @@ Three ways to evaluate the same distribution, which the contract tests hold equa
   state; `step(state, x)` appends x (B, k[, D]) and returns the params of the position after each
   of them, (B, k, n_params). The state is whatever makes that fast: a KV cache, LSTM (h, c),
   activation queues.
-Optional: `reorder_state` (beam search) and `rewind` with `max_rewind` (speculative decoding).
+Optional: `reorder_state` (beam search) and `rewind` with `max_rewind` (speculative decoding),
+and `exact_coder_class`: the integer-exact coding step of priors/integer.py, whose pmfs are the
+same on every machine (portable compression); `exact_coder()` builds one from the weights.
 """
 
 from __future__ import annotations
@@ -27,18 +29,21 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from plugins.errors import CheckpointError, DecodingError
+from plugins.errors import CheckpointError, CompressionError, DecodingError
 from plugins.registry import Registry
 from plugins.shared import Layout, ValueSpace, read_config, write_config
 from priors.heads import build_head
 from priors.heads.base import Head, head_spec
+
+if TYPE_CHECKING:
+    from priors.integer import ExactCoder
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -102,6 +107,7 @@ class Prior(nn.Module, ABC):
     continuous_inputs: ClassVar[bool] = False  # True: models Layout(dims=D) values too
     raster_only: ClassVar[bool] = False  # True: its structure assumes raster order (no `order:`)
     format_version: ClassVar[int] = 1
+    exact_coder_class: ClassVar[type[ExactCoder] | None] = None  # priors/integer.py
 
     def __init__(self, config: PriorConfig, vocab_size: int, layout: Layout,
                  heads: Registry | None = None):
@@ -194,6 +200,15 @@ class Prior(nn.Module, ABC):
         prior's step is a chain of ops small enough that their fixed cost decides its speed."""
         raise DecodingError(f"prior '{self.name}' has no compiled step (wavenet has one): "
                             "drop --compile (sample.compile in a recipe).")
+
+    def exact_coder(self) -> ExactCoder:
+        """This prior's coding step in integer arithmetic (priors/integer.py), built from its
+        weights: the same pmfs on every machine."""
+        if self.exact_coder_class is None:
+            raise CompressionError(f"prior '{self.name}' has no portable (integer-exact) coding "
+                                   "step; compress with --no-portable, or use gpt, lstm, "
+                                   "pixelcnn or wavenet")
+        return self.exact_coder_class.from_prior(self)
 
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

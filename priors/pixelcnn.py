@@ -27,6 +27,7 @@ per layer instead of a pass over the image (see `step`), written as a few matrix
 layer with the masks applied once per run (`StepWeights`); k tokens of one row go through in one
 pass over their columns. `rewind` steps back up to one row (the previous row's horizontal caches
 are kept), so a PixelCNN takes part in speculative decoding, as target or as draft.
+priors/pixelcnn_exact.py is the same network in integer arithmetic, for portable compression.
 Not here: the multi-scale or parallel generation of later work (e.g. Reed et al. 2017).
 """
 
@@ -43,6 +44,7 @@ from torch import nn
 from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StepOutput
+from priors.pixelcnn_exact import PixelCNNExactCoder
 
 
 class PixelCNNConfig(PriorConfig):
@@ -185,6 +187,7 @@ class PixelCNN(Prior):
     Config = PixelCNNConfig
     layouts = frozenset({"grid"})
     raster_only = True  # the masked convolutions see the rows above and the pixels to the left
+    exact_coder_class = PixelCNNExactCoder  # portable compression: integer-exact pmfs
 
     def __init__(self, config: PixelCNNConfig, vocab_size: int, layout: Layout,
                  heads: Registry | None = None):

@@ -26,6 +26,8 @@ torch.compile program elsewhere. Queues keep
 `max_rewind` extra entries, which is what rewind (speculative decoding) needs; reorder_state
 (beam search) selects rows.
 
+priors/wavenet_exact.py is the same step in integer arithmetic, for portable compression.
+
 Not here: local conditioning (upsampled features such as mel spectrograms, for TTS),
 the context stacks of the paper, and parallel/distilled WaveNet.
 """
@@ -43,6 +45,7 @@ from torch import nn
 from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
+from priors.wavenet_exact import WaveNetExactCoder
 
 
 class WaveNetConfig(PriorConfig):
@@ -111,6 +114,7 @@ class WaveNet(Prior):
     Config = WaveNetConfig
     layouts = frozenset({"seq"})
     continuous_inputs = True
+    exact_coder_class = WaveNetExactCoder  # portable compression: integer-exact pmfs
 
     def __init__(self, config: WaveNetConfig, vocab_size: int, layout: Layout,
                  heads: Registry | None = None):

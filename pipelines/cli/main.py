@@ -11,8 +11,9 @@
                  [--fpr 0.05] [--out scores.jsonl] [--maps DIR]
     tokar detect-eval RUN_DIR --in IN --ood OOD [--background RUN_DIR2] [--plot PNG]
     tokar plugins
-    tokar compress RUN_DIR INPUT [-o OUT] [--force] [--class C]
-    tokar decompress RUN_DIR INPUT [-o OUT] [--force]
+    tokar compress RUN_DIR INPUT [-o OUT] [--force] [--class C] [--no-portable]
+    tokar decompress RUN_DIR|CODEC_DIR INPUT [-o OUT] [--force]
+    tokar export-codec RUN_DIR DIR
 
 One error boundary (`main`): every expected failure (a TokarError, or an error of the environment
 such as a file the OS refused or memory that ran out) is printed as one `error: ...` message and
@@ -24,18 +25,21 @@ When stderr is not a terminal, progress is a plain line every 30 s instead of a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 
 from pipelines.cli.detect import add_parsers as add_detect_parsers
-from pipelines.compression.container import read_container
+from pipelines.compression.codecs import CODECS_DIR, export_codecs, find_codec, is_codec_dir, load_codec
+from pipelines.compression.container import codec_model, decompress, read_container
 from pipelines.compression.files import (
     compressed_output,
     decompressed_output,
@@ -44,7 +48,7 @@ from pipelines.compression.files import (
     write_output,
 )
 from pipelines.detection.data import read_audio_paths, read_images
-from pipelines.io.progress import quiet_library_bars
+from pipelines.io.progress import progress_bar, quiet_library_bars
 from pipelines.io.safe import read_text
 from pipelines.pipeline import Pipeline
 from pipelines.recipe.limits import check_recipe_memory
@@ -203,16 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads inside coding (stored: "
                    "decompression uses the same)")
     p.add_argument("--verify", action="store_true", help="decompress before writing and check")
+    p.add_argument("--no-portable", dest="portable", action="store_false", help="code with the "
+                   "float prior instead of its integer-exact coder: decodes only on the same kind "
+                   "of machine, with these very weights (the default file decodes anywhere, with "
+                   "the codec frozen in RUN_DIR/codecs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (bytes, KB/s; "
+                   "also off with -q)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help="decompress a file made by `tokar compress` with the "
-                       "same run: INPUT.tkz -> INPUT")
-    p.add_argument("run_dir")
+                       "same run (or the codec `tokar export-codec` wrote): INPUT.tkz -> INPUT")
+    p.add_argument("run_dir", help="the run that compressed INPUT, or a codec folder")
     p.add_argument("input")
     p.add_argument("-o", "--output", help="output file (default: INPUT without .tkz; images "
                    ".png, audio .wav; OUT.npy: the token ids)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (bytes, KB/s; "
+                   "also off with -q)")
     p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("export-codec", help="copy a run's frozen codecs (what decodes its portable "
+                       "files) into DIR/<fingerprint>/: `tokar decompress DIR FILE` needs no run")
+    p.add_argument("run_dir")
+    p.add_argument("out", metavar="DIR")
+    p.set_defaults(func=cmd_export_codec)
 
     add_detect_parsers(sub)  # tokar detect, tokar detect-eval (pipelines/cli/detect.py)
 
@@ -319,16 +337,31 @@ def cmd_compress(args: argparse.Namespace) -> int:
     out = compressed_output(source, args.output, args.force)
     pipe = Pipeline.load(args.run_dir)
     data = read_input(source, pipe.tokenizer.modality)
-    blob = pipe.compress(data, args.label, block_length=args.block_length,
-                         batch_size=args.batch_size, threads=args.threads)
+    size = source.stat().st_size
+    with byte_progress(args, size, "compress") as update:
+        blob = pipe.compress(data, args.label, block_length=args.block_length,
+                             batch_size=args.batch_size, threads=args.threads,
+                             portable=args.portable, progress=update)
     if args.verify:
         pipe.decompress(blob)  # checks the CRC32 of the original
     write_bytes(out, blob)
-    size = source.stat().st_size
     print(f"{source}: {size:,} -> {len(blob):,} bytes ({8 * len(blob) / max(size, 1):.3f} bits "
           "per input byte)", file=sys.stderr)
     print(out)
     return 0
+
+
+@contextlib.contextmanager
+def byte_progress(args: argparse.Namespace, size: int, what: str) -> Iterator[Any]:
+    """A bar of bytes done and KB/s (pipelines/io/progress.py: a plain line every 30 s when
+    stderr is not a terminal), fed (tokens of each coded batch, all tokens)."""
+
+    bar = progress_bar(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
+                       disable=args.no_progress or args.quiet or not size)
+    try:
+        yield lambda n, total: bar.update(min(n * size / max(total, 1), bar.total - bar.n))
+    finally:
+        bar.close()
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -336,17 +369,48 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise DataError(f"{source} does not exist or is not a file.")
     blob = source.read_bytes()
-    items = read_container(blob).header["items"]
+    c = read_container(blob)
+    items = c.header["items"]
     if len(items) != 1:
         raise TokarError(f"{source} holds {len(items)} examples; the command line writes one "
                          "(use Pipeline.decompress_all).")
     kind, modality = items[0]["kind"], items[0]["meta"].get("modality", "")
     out = decompressed_output(source, args.output, args.force, kind, modality)
-    pipe = Pipeline.load(args.run_dir)
     ids = out.suffix.lower() == ".npy" and kind != "array"
-    data = pipe.decompress(blob, codes=ids)
-    write_output(out, data, kind, pipe.tokenizer)
+    where = Path(args.run_dir)
+    with byte_progress(args, items[0]["length"], "decompress") as update:
+        if is_codec_dir(where):  # a codec folder: no run, no float prior
+            tokenizer = None
+
+            def resolve(h: dict[str, Any]) -> Any:
+                nonlocal tokenizer
+                wanted = h["coder"]["codec"] if h["coder"]["portable"] else None
+                found = find_codec(where, wanted) if wanted else None
+                if found is None:
+                    raise TokarError(f"{where} holds no codec for {source} ("
+                                     + (f"it needs codec {wanted}" if wanted else "it was "
+                                        "compressed with --no-portable, which needs its run")
+                                     + "); pass the run that compressed it.")
+                model = codec_model(load_codec(found))
+                tokenizer = model.tokenizer
+                return model
+
+            data = decompress(blob, resolve, ids, update)[0][0]
+        else:
+            pipe = Pipeline.load(where)
+            tokenizer = pipe.tokenizer
+            data = pipe.decompress(blob, codes=ids, progress=update)
+    write_output(out, data, kind, tokenizer)
     print(out)
+    return 0
+
+
+def cmd_export_codec(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    if not (run / CODECS_DIR).is_dir():  # none frozen yet: freeze the current weights' codec
+        Pipeline.load(run).codec()
+    for path in export_codecs(run, Path(args.out)):
+        print(path)
     return 0
 
 

@@ -10,27 +10,32 @@ entropy coder is constriction's range coder (Bamler 2022), a queue (first in, fi
 The algorithm, identical on both sides:
 - The streams are cut into blocks; blocks are coded B at a time as one batch, each batch into its
   own range-coder stream (so batches are independent: the container's block table).
-- For one batch: `prior.init_state(b, cond)` gives the params of position 0 of every block; then
-  for t = 0, 1, ...: the head's integer pmf (`quantized_pmf`, 2**16 in total, every value >= 1)
-  of the blocks still running is handed to the coder, which encodes their tokens t (encoder) or
-  decodes them (decoder); then ONE batched `prior.step` appends column t of every block (blocks
-  already finished are fed id 0, on both sides) and gives the params of position t + 1.
+- For one batch: a *stepper* gives the integer pmfs (2**16 in total, every value >= 1):
+  `init_state(b, cond)` the pmf of position 0 of every block; then for t = 0, 1, ...: the pmfs
+  of the blocks still running are handed to the coder, which encodes their tokens t (encoder) or
+  decodes them (decoder); then ONE batched `step` feeds column t of every block (blocks already
+  finished are fed id 0, on both sides) and gives the pmfs of position t + 1.
+- Two sources of pmfs, one loop: `FloatStepper` (the prior's float forward and its head's
+  `quantized_pmf`) and an `ExactCoder` (priors/integer.py: the prior in integer arithmetic).
 
-Why it decodes exactly: the decoder computes the very same probabilities as the encoder because
-it runs the very same code on the very same inputs: incremental steps (never a teacher-forced
-pass on one side and steps on the other), the same batch composition (a matrix product's
-rounding may depend on its batch size), float32 weights, a fixed torch thread count inside
-coding (restored after), and integer pmfs computed in float64 from those logits. A one-ulp
-difference anywhere would break decoding silently; the container's CRC32 of the original data
-turns that into a clear error instead (pipelines/compression/container.py).
+Why it decodes exactly: the decoder computes the very same pmfs as the encoder because it runs
+the very same code on the very same inputs: incremental steps (never a teacher-forced pass on one
+side and steps on the other), the same batch composition, a fixed torch thread count inside
+coding (restored after). An `ExactCoder` computes its pmfs with integer-valued float64 reductions
+and stored lookup tables, so they are the same on every machine, CPU kernel set and device (the
+portable path, `tokar compress`'s default). The float path depends on float kernels (a matrix
+product's rounding may depend on its batch size, BLAS, AVX2 against AVX-512): it decodes on the
+same kind of machine only. A one-ulp difference anywhere would break decoding silently; the
+container's CRC32 of the original data turns that into a clear error instead
+(pipelines/compression/container.py).
 
 Decoding costs one batched step per position for all the blocks of a batch: O(T) steps at cached
 speed, not O(T^2) re-runs of the prefix (the failure of DeepMind's reference implementation, whose
 fast parallel encoder also disagrees with its decoder on floating-point probabilities).
 
 Not here: the container format, and turning data into token streams (pipelines/compression/container.py);
-determinism across different CPU kinds or between CPU and GPU (kernels differ; ts_zip and NNCP
-get there with their own deterministic kernels); coding continuous heads (they have no pmf).
+determinism of the float path across CPU kinds or between CPU and GPU (use the portable path);
+coding continuous heads (they have no pmf).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -106,27 +112,74 @@ class CodingStats:
         return self.model_nats / math.log(2)
 
 
+class Stepper(Protocol):
+    """A source of integer pmfs for the coding loop: `init_state(B, cond)` gives the pmf (B, V)
+    int64 of position 0 (2**16 in total, every value >= 1) and a state; `step(state, ids (B,))`
+    feeds one token per row and gives the next pmf. `FloatStepper` wraps a prior and its head;
+    an `ExactCoder` (priors/integer.py) is one as it is."""
+
+    vocab_size: int
+    num_classes: int
+    device: torch.device
+
+    def init_state(self, batch_size: int, cond: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, Any]: ...
+
+    def step(self, state: Any, ids: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
+
+
+class FloatStepper:
+    """A prior's own float forward and its head's `quantized_pmf`: exact on the machine (and the
+    kind of CPU kernels) that compressed, not across them. It also gives the head's float
+    -log p of coded tokens (`CodingStats.model_nats`)."""
+
+    def __init__(self, prior: Prior):
+        self.prior = prior
+        self.vocab_size = prior.vocab_size
+        self.num_classes = prior.num_classes
+        self.device = next(prior.parameters()).device
+        self.params: torch.Tensor | None = None  # of the position the last pmf is for
+
+    def _pmf(self, params: torch.Tensor) -> torch.Tensor:
+        self.params = params
+        return self.prior.distribution.quantized_pmf(params, PRECISION)
+
+    def init_state(self, batch_size: int, cond: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, Any]:
+        params, state = self.prior.init_state(batch_size, cond)
+        return self._pmf(params), state
+
+    def step(self, state: Any, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        params, state = self.prior.step(state, ids[:, None])
+        return self._pmf(params[:, 0]), state
+
+    def model_nats(self, rows: np.ndarray, coded: np.ndarray) -> float:
+        params = self.params[torch.from_numpy(rows).to(self.device)]
+        return -float(self.prior.distribution.log_prob(
+            params, torch.from_numpy(coded).to(self.device)).double().sum())
+
+
 # code(active rows, probabilities (a, V) float64, tokens (a,) or None) -> tokens (a,) int64
 CodeFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 
 @torch.inference_mode()
-def code_batch(prior: Prior, batch: list[Block], tokens: np.ndarray | None, code: CodeFn,
+def code_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray | None, code: CodeFn,
                stats: CodingStats | None = None) -> np.ndarray:
     """Run the coding loop over one batch of blocks: `tokens` (b, L) when encoding (zero padded
     past each block's length), None when decoding. Returns the (b, L) tokens either way."""
     lengths = np.array([blk.length for blk in batch])
     b, L = len(batch), int(lengths.max())
     out = np.zeros((b, L), dtype=np.int64)
-    device = next(prior.parameters()).device
+    device = stepper.device
     cond = None
-    if prior.num_classes:
+    if stepper.num_classes:
         cond = torch.tensor([blk.cond for blk in batch], dtype=torch.long, device=device)
-    head = prior.distribution
-    params, state = prior.init_state(b, cond)
+    model_nats = getattr(stepper, "model_nats", None)
+    pmfs, state = stepper.init_state(b, cond)
     for t in range(L):
         active = np.flatnonzero(lengths > t)
-        pmf = head.quantized_pmf(params, PRECISION).cpu().numpy()[active]  # (a, V) int64
+        pmf = pmfs.cpu().numpy()[active]  # (a, V) int64
         probs = pmf.astype(np.float64) / float(1 << PRECISION)  # exact: a dyadic rational
         known = tokens[active, t] if tokens is not None else None
         out[active, t] = code(active, probs, known)
@@ -135,18 +188,15 @@ def code_batch(prior: Prior, batch: list[Block], tokens: np.ndarray | None, code
             stats.tokens += len(active)
             stats.pmf_bits += float(-np.log2(pmf[np.arange(len(active)), coded]).sum()) + \
                 len(active) * PRECISION
-            rows = torch.from_numpy(active).to(device)
-            stats.model_nats -= float(head.log_prob(params[rows], torch.from_numpy(coded).to(device))
-                                      .double().sum())
+            if model_nats is not None:
+                stats.model_nats += model_nats(active, coded)
         if t + 1 < L:
             # one batched step for every block, finished ones fed 0: the same input on both sides
-            column = torch.from_numpy(out[:, t : t + 1].copy()).to(device)  # (b, 1)
-            step_params, state = prior.step(state, column)
-            params = step_params[:, 0]
+            pmfs, state = stepper.step(state, torch.from_numpy(out[:, t].copy()).to(device))
     return out
 
 
-def encode_batch(prior: Prior, batch: list[Block], tokens: np.ndarray,
+def encode_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray,
                  stats: CodingStats | None = None) -> np.ndarray:
     """Range-code one batch; returns the compressed words (uint32)."""
     import constriction
@@ -158,11 +208,11 @@ def encode_batch(prior: Prior, batch: list[Block], tokens: np.ndarray,
         encoder.encode(known.astype(np.int32), family, probs)
         return known
 
-    code_batch(prior, batch, tokens, code, stats)
+    code_batch(stepper, batch, tokens, code, stats)
     return encoder.get_compressed()
 
 
-def decode_batch(prior: Prior, batch: list[Block], words: np.ndarray) -> np.ndarray:
+def decode_batch(stepper: Stepper, batch: list[Block], words: np.ndarray) -> np.ndarray:
     """The inverse of `encode_batch`: the (b, L) tokens of one batch from its words."""
     import constriction
 
@@ -176,4 +226,4 @@ def decode_batch(prior: Prior, batch: list[Block], words: np.ndarray) -> np.ndar
             raise CompressionError(f"the compressed data is damaged: the range decoder stopped "
                                    f"({exc}).") from exc
 
-    return code_batch(prior, batch, None, code)
+    return code_batch(stepper, batch, None, code)

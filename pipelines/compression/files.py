@@ -9,6 +9,8 @@ compresses, choosing and checking output paths, and writing the result atomicall
     tokar decompress RUN_DIR digit.wav.tkz       -> digit.wav (16-bit WAV of the decoded codes)
     tokar decompress RUN_DIR x.tkz -o codes.npy  -> the token ids themselves, for any run
                                                     (files of integer arrays: the array)
+    tokar export-codec RUN_DIR codecs/           -> codecs/<fingerprint>/ (pipelines/compression/codecs.py)
+    tokar decompress codecs/ play.txt.tkz        -> play.txt, with no run at all
 
 Text files are compressed as bytes, whatever their content; images are read with Pillow and come
 back as PNG; audio is read by the run's tokenizer (resampled, mixed down) and comes back as a WAV
