@@ -110,7 +110,8 @@ class GPTExactCoder(ExactCoder):
         m = self.modules
         shape = (self.n_layer, 2, batch_size, self.n_head, self.block_size,
                  self.n_embd // self.n_head)
-        state = GPTExactState(torch.zeros(shape, dtype=torch.float64, device=self.device), 0)
+        # never read beyond `pos`: no need to clear it
+        state = GPTExactState(torch.empty(shape, dtype=torch.float64, device=self.device), 0)
         x = m["start"](0).expand(batch_size, -1)  # (B, C)
         cond = self.class_ids(batch_size, cond)
         if cond is not None:

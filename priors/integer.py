@@ -103,7 +103,7 @@ class IntEmbedding(Primitive):
     @classmethod
     def quantize(cls, weight: torch.Tensor, frac: int, clip: int) -> IntEmbedding:
         w = torch.round(weight.detach().double().cpu() * _pow2(frac)).clamp(-clip, clip)
-        return cls({}, {"weight": w.long()})
+        return cls({}, {"weight": w.int()})  # |w| <= clip < 2**31
 
     def _prepare(self) -> None:
         self.weight = self.ints["weight"].double()
@@ -196,12 +196,14 @@ class Table(Primitive):
     @classmethod
     def build(cls, fn: str, x_lo: float, x_hi: float, *, frac: int, table_frac: int = 10,
               out_frac: int = 16) -> Table:
-        assert fn in cls.FUNCTIONS and table_frac <= frac
+        assert fn in cls.FUNCTIONS
+        table_frac = min(table_frac, frac)  # no finer than the inputs
         lo, hi = math.floor(x_lo * 2**table_frac), math.ceil(x_hi * 2**table_frac)
         values = _table_values(fn, lo, hi - lo + 1, table_frac, out_frac)
         spec = {"fn": fn, "lo": lo, "table_frac": table_frac, "frac": frac,
                 "out_frac": out_frac}
-        return cls(spec, {"values": torch.tensor(values, dtype=torch.long)})
+        assert max(map(abs, values)) < 2**31
+        return cls(spec, {"values": torch.tensor(values, dtype=torch.int32)})
 
     def _prepare(self) -> None:
         self.values = self.ints["values"].double()
