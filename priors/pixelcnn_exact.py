@@ -93,8 +93,10 @@ class PixelCNNExactCoder(ExactCoder):
                                               layer.v_conv.bias[perm], **q)
             m[f"l{i}.vh"] = IntLinear.quantize(layer.v_to_h.weight[perm][:, perm, 0, 0],
                                                (layer.h_conv.bias + layer.v_to_h.bias)[perm], **q)
-            m[f"l{i}.h"] = IntLinear.quantize(layer.h_conv.masked_weight[perm, :, 0].flatten(1),
-                                              None, **q)  # (2n, n * (k//2 + 1))
+            # (2n, n, k//2 + 1) -> rows over (tap, channel): a window of the (B, W, n) row cache
+            # is then a view, not a copy
+            m[f"l{i}.h"] = IntLinear.quantize(
+                layer.h_conv.masked_weight[perm, :, 0].transpose(1, 2).flatten(1), None, **q)
             if layer.cond is not None:  # [vertical | horizontal] class biases, each reordered
                 m[f"l{i}.cond"] = IntEmbedding.quantize(
                     torch.cat([layer.cond.weight[:, perm], layer.cond.weight[:, 2 * n + perm]], 1),
@@ -185,7 +187,7 @@ class PixelCNNExactCoder(ExactCoder):
         m, gated = self.modules, []
         for i, k in enumerate(self.kernels):
             h, kw = state.h[i], k // 2 + 1
-            window = h[:, c : c + kw].transpose(1, 2).flatten(1)  # (B, n * kw): (n, tap) order
+            window = h[:, c : c + kw].flatten(1)  # (B, kw * n): (tap, channel) order, a view
             z = self._gate(m[f"l{i}.h"](window) + state.vh[i][:, c])  # (B, n)
             gated.append(z)
             if f"l{i}.out" in m:
