@@ -52,7 +52,8 @@ class PixelCNNCodingState:
     h[l]: layer l's horizontal input of the current row (B, k//2 + W, n), k//2 zero columns on
     the left (h[0] is the embedded row, which is also layer 0's vertical input row); vh[l]: what
     the rows above give the current row's horizontal pre-activations (B, W, 2n), biases in;
-    cond_v[l]: the class bias of layer l's vertical gate (B, 2n) or None."""
+    cond_h[l], cond_v[l]: the class biases of layer l's horizontal and vertical gates (B, 2n),
+    or None."""
 
     hist: list[torch.Tensor]
     h: list[torch.Tensor]
