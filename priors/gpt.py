@@ -19,6 +19,7 @@ tokens, so positions stay those seen in training and the rebuild is paid once ev
 Slides happen at token counts fixed in advance, so the logits do not depend on how the tokens
 were fed (one by one, a prompt at once, drafts in speculative decoding), and `rewind` can
 restore exactly the window a shorter history implies.
+priors/gpt_exact.py is the same network in integer arithmetic, for portable compression.
 Not here: dropout on attention weights at inference, rotary positions, grouped-query attention.
 """
 
@@ -36,6 +37,7 @@ from plugins.errors import DecodingError, LayoutError
 from plugins.shared import Layout
 from priors import packed
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
+from priors.gpt_exact import GPTExactCoder
 
 
 class GPTConfig(PriorConfig):
@@ -189,6 +191,7 @@ class GPT(Prior):
     name = "gpt"
     Config = GPTConfig
     continuous_inputs = True
+    exact_coder_class = GPTExactCoder  # portable compression: integer-exact pmfs
 
     def __init__(self, config: GPTConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)

@@ -64,7 +64,7 @@ CODER_WEIGHTS = "coder.safetensors"
 CODED_HEADS = ("categorical", "bernoulli")
 
 
-def _check(bound: int, limit: int, what: str) -> None:
+def check_bound(bound: int, limit: int, what: str) -> None:
     """Export-time guard of a worst-case magnitude (an internal invariant, not a user error)."""
     assert bound < limit, f"{what}: worst case {bound} reaches {limit}; lower clip or weight_bits"
 
@@ -121,13 +121,14 @@ class IntLinear(Primitive):
 
     @classmethod
     def quantize(cls, weight: torch.Tensor, bias: torch.Tensor | None, *, bits: int, frac: int,
-                 clip: int, gain: float = 1.0) -> IntLinear:
+                 clip: int, gain: float | torch.Tensor = 1.0) -> IntLinear:
         w = weight.detach().double().cpu()  # (out, in)
         qmax = 2 ** (bits - 1) - 1
-        _check(w.size(1) * clip * qmax, EXACT, "linear accumulator")
+        check_bound(w.size(1) * clip * qmax, EXACT, "linear accumulator")
         amax = w.abs().amax(1)
         scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
         q = torch.round(w / scale[:, None])
+        gain = torch.as_tensor(gain, dtype=torch.float64)  # a number, or one per output row
         mult = scale * gain
         # a shift that gives the largest multiplier 31 bits: ~1e-9 relative precision
         shift = 30 - math.frexp(float(mult.abs().max()))[1] + 1
@@ -160,7 +161,7 @@ class IntLayerNorm(Primitive):
     @classmethod
     def quantize(cls, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, *,
                  size: int, frac: int, clip: int) -> IntLayerNorm:
-        _check(size * (2 * clip + 1) ** 2, 2**63, "layernorm variance (int64)")
+        check_bound(size * (2 * clip + 1) ** 2, 2**63, "layernorm variance (int64)")
         gamma = (weight.detach().double().cpu() if weight is not None
                  else torch.ones(size, dtype=torch.float64))
         ints = {"weight": torch.round(gamma * math.sqrt(size) * _pow2(frac)).long()}
@@ -284,7 +285,7 @@ def softmax_pmf(z: torch.Tensor, exp: Table, precision: int = PMF_PRECISION) -> 
     V, total = z.size(-1), 1 << precision
     if total // 2 < V:
         raise ValueError(f"{V} values need more than {precision} bits of precision")
-    _check(2 ** exp.spec["out_frac"] * total, 2**63, "pmf numerator (int64)")
+    check_bound(2 ** exp.spec["out_frac"] * total, 2**63, "pmf numerator (int64)")
     e = exp(z.amax(-1, keepdim=True) - z).long()  # (..., V), the maximum gets 2**out_frac > 0
     counts = torch.div(e * (total - V), e.sum(-1, keepdim=True), rounding_mode="floor") + 1
     rest = total - counts.sum(-1, keepdim=True)

@@ -10,6 +10,7 @@ speculative-decoding draft (rewind) and in beam search (reorder).
 
 Unlike a transformer there is no context limit: `max_length` is None, training uses
 `train.seq_len` windows, and scoring carries the state across a whole document.
+priors/lstm_exact.py is the same network in integer arithmetic, for portable compression.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from plugins.shared import Layout
 from priors.base import Prior, PriorConfig, StartToken, StepOutput, embedding
+from priors.lstm_exact import LSTMExactCoder
 
 
 class LSTMConfig(PriorConfig):
@@ -47,6 +49,7 @@ class LSTM(Prior):
     name = "lstm"
     Config = LSTMConfig
     continuous_inputs = True
+    exact_coder_class = LSTMExactCoder  # portable compression: integer-exact pmfs
 
     def __init__(self, config: LSTMConfig, vocab_size: int, layout: Layout):
         super().__init__(config, vocab_size, layout)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from priors.lstm import LSTM, LSTMConfig
+from priors.lstm_exact import RNNExactCoder
 
 
 class RNNConfig(LSTMConfig):
@@ -28,6 +29,7 @@ class RNNConfig(LSTMConfig):
 class RNN(LSTM):
     name = "rnn"
     Config = RNNConfig
+    exact_coder_class = RNNExactCoder
 
     def _build_core(self, c: LSTMConfig) -> None:
         self.rnn = nn.RNN(c.n_embd, c.n_hidden, c.n_layer, nonlinearity="tanh", batch_first=True,
