@@ -52,7 +52,8 @@ class PixelCNNCodingState:
     h[l]: layer l's horizontal input of the current row (B, k//2 + W, n), k//2 zero columns on
     the left (h[0] is the embedded row, which is also layer 0's vertical input row); vh[l]: what
     the rows above give the current row's horizontal pre-activations (B, W, 2n), biases in;
-    cond_v[l]: the class bias of layer l's vertical gate (B, 2n) or None."""
+    cond_h[l], cond_v[l]: the class biases of layer l's horizontal and vertical gates (B, 2n),
+    or None."""
 
     hist: list[torch.Tensor]
     h: list[torch.Tensor]
@@ -93,8 +94,10 @@ class PixelCNNExactCoder(ExactCoder):
                                               layer.v_conv.bias[perm], **q)
             m[f"l{i}.vh"] = IntLinear.quantize(layer.v_to_h.weight[perm][:, perm, 0, 0],
                                                (layer.h_conv.bias + layer.v_to_h.bias)[perm], **q)
-            m[f"l{i}.h"] = IntLinear.quantize(layer.h_conv.masked_weight[perm, :, 0].flatten(1),
-                                              None, **q)  # (2n, n * (k//2 + 1))
+            # (2n, n, k//2 + 1) -> rows over (tap, channel): a window of the (B, W, n) row cache
+            # is then a view, not a copy
+            m[f"l{i}.h"] = IntLinear.quantize(
+                layer.h_conv.masked_weight[perm, :, 0].transpose(1, 2).flatten(1), None, **q)
             if layer.cond is not None:  # [vertical | horizontal] class biases, each reordered
                 m[f"l{i}.cond"] = IntEmbedding.quantize(
                     torch.cat([layer.cond.weight[:, perm], layer.cond.weight[:, 2 * n + perm]], 1),
@@ -185,7 +188,7 @@ class PixelCNNExactCoder(ExactCoder):
         m, gated = self.modules, []
         for i, k in enumerate(self.kernels):
             h, kw = state.h[i], k // 2 + 1
-            window = h[:, c : c + kw].transpose(1, 2).flatten(1)  # (B, n * kw): (n, tap) order
+            window = h[:, c : c + kw].flatten(1)  # (B, kw * n): (tap, channel) order, a view
             z = self._gate(m[f"l{i}.h"](window) + state.vh[i][:, c])  # (B, n)
             gated.append(z)
             if f"l{i}.out" in m:

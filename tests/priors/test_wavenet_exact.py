@@ -90,6 +90,16 @@ def test_save_load_round_trip_needs_no_float_prior(tmp_path):
     assert torch.equal(run_coder(coder, ids, labels(4)), run_coder(loaded, ids, labels(4)))
 
 
+
+def test_a_rows_pmfs_do_not_depend_on_the_batch_around_it():
+    """Exact sums: a block coded alone gets the pmfs it gets inside any batch (the float path
+    needs the same batch composition on both sides)."""
+    coder = small(3).exact_coder()
+    ids = torch.randint(0, V, (5, 80), generator=torch.Generator().manual_seed(5))
+    batch = run_coder(coder, ids, labels(5))
+    assert torch.equal(run_coder(coder, ids[3:4], labels(5)[3:4])[0], batch[3])
+
+
 def test_conditional_coder_needs_and_uses_its_labels():
     coder = small().exact_coder()
     with pytest.raises(CompressionError, match="class-conditional"):
