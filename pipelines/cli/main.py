@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipelines.io.safe import read_text
+from pipelines.io.safe import is_stdout, read_text
 from plugins.errors import DataError, TokarError, environment_error
 from plugins.resources import check_fits
 
@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights for CPU inference (int8: dynamic quantization)")
     p.add_argument("--compile", action="store_true", help="compile the one-token step (wavenet: "
                    "a native loop on a CPU, several times faster per sample)")
-    p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
-                   "(default: RUN_DIR/samples)")
+    p.add_argument("--out", help="output file (.png for images, .txt for text, .wav for one "
+                   "audio clip), '-' for standard output, or folder (default: RUN_DIR/samples)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("score", help="bits per data unit of some data under a trained run")
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="label", metavar="LABEL",
                    help="class of DATA (conditional priors): index or name")
     p.add_argument("--per-example", metavar="OUT.jsonl", help="also write one JSON line per "
-                   "example: id, tokens, units, nats, bits per unit")
+                   "example: id, tokens, units, nats, bits per unit ('-': standard output, the summary "
+                   "then goes to stderr)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -261,8 +262,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"speculative decoding: {result.accepted}/{result.proposed} draft tokens accepted "
               f"({result.acceptance_rate:.1%})", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
-    for path in write_samples(samples, out, pipe.grid_columns(args.label), tokenizer=pipe.tokenizer):
-        print(path)
+    written = write_samples(samples, out, pipe.grid_columns(args.label), tokenizer=pipe.tokenizer)
+    if not is_stdout(args.out):  # `--out -`: standard output holds the samples themselves
+        for path in written:
+            print(path)
     return 0
 
 
@@ -281,7 +284,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.per_example:
         lines = [json.dumps(e.to_dict(score.unit)) for e in score.per_example or []]
         write_text_atomically(Path(args.per_example), "".join(line + "\n" for line in lines))
-    print(json.dumps(score.to_dict()))
+    # `--per-example -`: standard output is the JSON lines; the summary goes beside them
+    print(json.dumps(score.to_dict()), file=sys.stderr if is_stdout(args.per_example) else sys.stdout)
     return 0
 
 

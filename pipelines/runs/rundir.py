@@ -22,12 +22,17 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.io.safe import (  # noqa: F401 - write_file_atomically: re-exported for writers
+    read_json,
+    remove_quietly,
+    write_bytes_atomically,
+    write_file_atomically,
+    writing,
+)
 from pipelines.runs.lock import LOCK_FILE, lock_run_dir
-from pipelines.io.safe import read_json, remove_quietly, write_bytes_atomically, writing
 from plugins.errors import CheckpointError, RunDirError, TokarError
 
 logger = logging.getLogger(__name__)
@@ -219,19 +224,6 @@ def remove_atomically(path: Path) -> None:
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def write_file_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call write(tmp_path), then move the file into place in one rename. A failure (a full disk
-    included) removes the temporary file and is reported as one StorageError naming `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    with writing(path, cleanup=(tmp,)):
-        if path.is_dir():
-            raise IsADirectoryError(21, "Is a directory", str(path))
-        write(tmp)
-        os.replace(tmp, path)
-    remove_quietly(tmp)
-
-
 def write_text_atomically(path: Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
 
