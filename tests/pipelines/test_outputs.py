@@ -20,6 +20,7 @@ from pipelines.runs.samples import write_samples
 from plugins.errors import StorageError
 
 DEVNULL = Path(os.devnull)
+DETECT = ["--passage", "8", "--calibration-examples", "20"]  # a short text, a quick calibration
 needs_devnull = pytest.mark.skipif(not os.access(os.devnull, os.W_OK), reason="/dev/null not writable")
 
 
@@ -104,7 +105,7 @@ def test_commands_write_through_dev_null(fault_char, tmp_path, capsys):
     text.write_text("To be, or not to be")
     assert main(["score", str(fault_char), str(text), "--per-example", os.devnull]) == 0
     assert main(["plot", str(fault_char), "--out", os.devnull]) == 0
-    assert main(["detect", str(fault_char), str(text), "--passage", "8", "--calibration-examples", "20", "--out", os.devnull]) == 0
+    assert main(["detect", str(fault_char), str(text), *DETECT, "--out", os.devnull]) == 0
     assert main(["compress", str(fault_char), str(text)]) == 0
     assert main(["decompress", str(fault_char), str(text) + ".tkz", "-o", os.devnull, "--force"]) == 0
     assert is_char_device(DEVNULL)
@@ -119,6 +120,6 @@ def test_score_and_detect_write_dash_to_standard_output(fault_char, tmp_path, ca
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines and all("bits_per_character" in line or "nats" in line for line in lines)
     assert "bits_per" in err  # the summary, beside the lines
-    assert main(["detect", str(fault_char), str(text), "--passage", "8", "--calibration-examples", "20", "--out", "-"]) == 0
+    assert main(["detect", str(fault_char), str(text), *DETECT, "--out", "-"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["id"]
     assert not (tmp_path / "-").exists()
