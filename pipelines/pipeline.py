@@ -185,6 +185,13 @@ class Pipeline:
             if draft_pipe.tokenizer.fingerprint() != self.tokenizer.fingerprint():
                 raise TokarError("the draft run uses a different tokenizer: speculative decoding "
                                  "needs the very same token ids (train both on the same data).")
+            mine, theirs = self.prior.num_classes, draft_pipe.prior.num_classes
+            if mine != theirs:  # the draft would be asked for classes it never learned, or none
+                what = lambda k: f"{k} classes" if k else "no classes"  # noqa: E731
+                raise TokarError(f"the draft run {draft_pipe.run_dir or draft} conditions on "
+                                 f"{what(theirs)} and this run on {what(mine)}: speculative "
+                                 "decoding needs a draft conditioned like its target; train the "
+                                 "draft with the same classes.")
             draft_prior = draft_pipe.prior.to(device)
         labels = self._labels(n, cond)
         gen = torch.Generator().manual_seed(seed)

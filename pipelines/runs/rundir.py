@@ -126,6 +126,22 @@ def claim_run_dir(run_dir: str | Path | None, stem: str = "run") -> Path:
     return run_dir
 
 
+def abandon_run_dir(run_dir: Path, created: bool) -> None:
+    """A run that failed before training began leaves nothing behind: its folder removed when this
+    process created it, else emptied of what tokar wrote (check_trainable let it be used only
+    because it was empty or a tokar "preparing" run), the lock file kept. Only a run still
+    "preparing" is touched: never a user's files, never a run that trained."""
+    run_dir = Path(run_dir)
+    if run_status(run_dir) != "preparing" or (run_dir / RECIPE_FILE).exists():
+        return
+    if created:
+        remove_quietly(run_dir)
+        return
+    for child in run_dir.iterdir():
+        if child.name != LOCK_FILE:
+            remove_quietly(child)
+
+
 def _new_default_dir(stem: str, root: Path = Path("runs")) -> Path:
     """runs/<stem>-<YYYYmmdd-HHMMSS>, with -2, -3... when that exists: created exclusively, so two
     runs started in the same second get different directories."""

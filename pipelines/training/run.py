@@ -37,6 +37,7 @@ from pipelines.runs.rundir import (
     RECIPE_FILE,
     RESUMABLE,
     RUN_FILE,
+    abandon_run_dir,
     claim_run_dir,
     diff,
     load_saved,
@@ -70,27 +71,33 @@ class TrainingRun:
     def start(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`."""
         pipe, ps = self.pipe, process_state()
+        created = run_dir is None or not Path(run_dir).exists()
         pipe.run_dir = self._claim_run_dir(run_dir, ps)
-        splits = self._load_splits()
-        pipe.class_names = sources.class_names(splits["train"])
-        # The main process fits the tokenizer (fitting may be random: VQ codebooks) and fills the
-        # tokenized cache; the others then load exactly what it saved.
-        with ps.main_process_first():
+        try:
+            splits = self._load_splits()
+            pipe.class_names = sources.class_names(splits["train"])
+            # The main process fits the tokenizer (fitting may be random: VQ codebooks) and fills the
+            # tokenized cache; the others then load exactly what it saved.
+            with ps.main_process_first():
+                if ps.is_main_process:
+                    if not pipe.tokenizer.is_fitted:
+                        logger.info("fitting tokenizer '%s'", pipe.recipe.tokenizer.name)
+                        pipe.tokenizer.fit(_fit_examples(splits["train"]))
+                    write_atomically(pipe.run_dir / "tokenizer", pipe.tokenizer.save)
+                    if stage1.needs_health(pipe.tokenizer):  # check the code before stage 2 uses it
+                        stage1.write_health(pipe.tokenizer, stage1.held_out(splits), pipe.run_dir)
+                else:
+                    pipe.tokenizer = type(pipe.tokenizer).from_pretrained(pipe.run_dir / "tokenizer")
+                tokens = self._tokenize(splits)
+            check_training_memory(pipe.recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
+            pipe._prior = pipe.build_prior()
+            check_training_window(pipe.recipe, pipe._prior)
+            self._check_labels(tokens["train"])
+            self._check_labels(tokens.get("validation"))
+        except BaseException:  # Ctrl-C included: no half-prepared run is left marked "preparing"
             if ps.is_main_process:
-                if not pipe.tokenizer.is_fitted:
-                    logger.info("fitting tokenizer '%s'", pipe.recipe.tokenizer.name)
-                    pipe.tokenizer.fit(_fit_examples(splits["train"]))
-                write_atomically(pipe.run_dir / "tokenizer", pipe.tokenizer.save)
-                if stage1.needs_health(pipe.tokenizer):  # check the code before stage 2 uses it
-                    stage1.write_health(pipe.tokenizer, stage1.held_out(splits), pipe.run_dir)
-            else:
-                pipe.tokenizer = type(pipe.tokenizer).from_pretrained(pipe.run_dir / "tokenizer")
-            tokens = self._tokenize(splits)
-        check_training_memory(pipe.recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
-        pipe._prior = pipe.build_prior()
-        check_training_window(pipe.recipe, pipe._prior)
-        self._check_labels(tokens["train"])
-        self._check_labels(tokens.get("validation"))
+                abandon_run_dir(pipe.run_dir, created)
+            raise
         # Only now is this a run: a recipe that fails before this point leaves no run behind.
         if ps.is_main_process:
             write_text_atomically(pipe.run_dir / RECIPE_FILE, pipe.recipe.dump())

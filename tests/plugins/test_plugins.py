@@ -288,3 +288,22 @@ def test_registration_checks_what_it_is_given_and_reports_every_problem(fresh_pl
     assert main(["plugins"]) == 0  # never crashes on a bad plugin
     out = capsys.readouterr().out
     assert "bigram_ok" in out and "5 problem(s)" in out and "forty_two" in out
+
+
+def test_a_plugin_that_exits_at_import_is_skipped_and_every_command_still_runs(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    make_entry_point_package(site)
+    pkg = site / "tokar_quitter"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import sys\nsys.exit(0)\n")
+    dist = site / "tokar_quitter-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-quitter\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tokar]\nquitter = tokar_quitter\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping tokar plugin 'quitter' from tokar-quitter 0.1: it called sys.exit(0)" in proc.stderr
+    assert "hello_char" in proc.stdout and "gpt" in proc.stdout  # the command ran, and listed
