@@ -29,7 +29,8 @@ def test_a_symlink_loop_as_a_recipe(tmp_path, capsys):
 def test_a_draft_conditioned_otherwise_than_its_target(fault_pixel, tmp_path, capsys):
     unconditional = tmp_path / "uncond"
     assert main(["-q", "train", str(DEBUG / "pixel_gpt.yaml"), "prior.n_classes=0",
-                 "train.max_steps=1", "train.eval_every=1", "train.eval_samples=0", "--run-dir", str(unconditional), "--no-progress"]) == 0
+                 "train.max_steps=1", "train.eval_every=1", "train.eval_samples=0",
+                 "--run-dir", str(unconditional), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["sample", str(fault_pixel), "--draft", str(unconditional), "-n", "1",
                  "--out", str(tmp_path / "s.png")]) == 2
