@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.path=value or ~key.path")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest "
-                   "complete checkpoint (overrides may extend train.max_steps)")
+                   "complete checkpoint (overrides may extend train.max_steps; "
+                   "train.max_seconds=N grants N more seconds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (without a "
                    "terminal, progress is a plain line every $TOKAR_PROGRESS_INTERVAL=30 s)")
     p.set_defaults(func=cmd_train)
@@ -219,10 +220,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = pipe.train(args.run_dir, progress=not args.no_progress)
     if not process_state().is_main_process:
         return 0
+    limit = {"max_seconds": f"its time budget, train.max_seconds={pipe.recipe.train.max_seconds:g}"
+             if pipe.recipe.train.max_seconds else "its time budget",
+             "early_stopping": "early stopping"}.get(result.stopped_by,
+                                                      f"train.max_steps={pipe.recipe.train.max_steps}")
     if result.val is not None:
         print(f"validation: {result.val.bits_per_unit:.4f} bits/{result.val.unit} "
               f"({result.val.nats_per_token:.4f} nats/token) after {result.steps} steps "
-              f"in {result.seconds:.0f}s", file=sys.stderr)
+              f"in {result.seconds:.0f}s (stopped by {limit})", file=sys.stderr)
     print(pipe.run_dir)
     return 0
 

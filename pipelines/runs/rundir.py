@@ -45,7 +45,7 @@ METRICS_FILE = "metrics.jsonl"
 STATUSES = ("preparing", "running", "complete", "saved")
 
 # what a resume may change: how long and how verbosely it trains, never the model or data
-RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
+RESUMABLE = ("train.max_steps", "train.max_seconds", "train.eval_every", "train.eval_samples", "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
              "train.early_stopping_min_delta", "train.num_workers", "train.log_with",
              "train.memory_limit_gb", "sample")

@@ -130,7 +130,10 @@ class TrainingRun:
                 f"resuming {run_dir} cannot change {', '.join(changed)}: the checkpoint was "
                 f"trained with other values. Only {', '.join(RESUMABLE)} may change on resume; "
                 "start a new run for anything else."])
-        plan = plan_resume(run_dir, saved, recipe)
+        # `train.max_seconds=N` on resume grants N more seconds, even when N is the saved value
+        more_time = any(o.split("=", 1)[0].strip().lstrip("+") == "train.max_seconds"
+                        for o in overrides if "=" in o)
+        plan = plan_resume(run_dir, saved, recipe, more_time)
         if plan.done:
             loaded = Pipeline.load(run_dir, registries)
             return loaded, plan.recorded_result(loaded.tokenizer.unit)
@@ -175,6 +178,7 @@ class TrainingRun:
                 "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
                 "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
+                "stopped_by": result.stopped_by,
                 "unit": pipe.tokenizer.unit})
             try:  # after the result is recorded: a sample that fails costs nothing of the run
                 write_samples(pipe.sample(pipe.recipe.sample.n), pipe.run_dir / "samples",
