@@ -181,7 +181,7 @@ class TrainingRun:
                 "stopped_by": result.stopped_by,
                 "unit": pipe.tokenizer.unit})
             try:  # after the result is recorded: a sample that fails costs nothing of the run
-                write_samples(pipe.sample(pipe.recipe.sample.n), pipe.run_dir / "samples",
+                write_samples(pipe.sample(pipe.recipe.sample.n, progress=progress), pipe.run_dir / "samples",
                               pipe.grid_columns(), tokenizer=pipe.tokenizer)
             except TokarError as exc:
                 logger.warning("could not write the final samples: %s", exc)

@@ -70,3 +70,15 @@ def test_resume_with_max_seconds_grants_more_time(tmp_path, capsys, caplog):
                  "--no-progress"]) == 0  # was refused: "cannot change train.max_seconds"
     record = json.loads((timed_out / RUN_FILE).read_text())
     assert record["result"]["steps"] > first and record["result"]["stopped_by"] == "max_seconds"
+
+
+def test_sample_and_score_show_progress(fault_char, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TOKAR_PROGRESS_INTERVAL", "0")  # the log mode, a line at every update
+    text = tmp_path / "in.txt"
+    text.write_text("To be, or not to be, that is the question")
+    assert main(["score", str(fault_char), str(text)]) == 0
+    assert "scoring" in capsys.readouterr().err
+    assert main(["sample", str(fault_char), "-n", "1", "--max-new-tokens", "5",
+                 "--out", str(tmp_path / "s.txt")]) == 0
+    err = capsys.readouterr().err
+    assert "sampling" in err and "5/5" in err
