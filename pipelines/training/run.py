@@ -47,6 +47,7 @@ from pipelines.runs.rundir import (
 )
 from pipelines.runs.samples import write_samples
 from pipelines.training import stage1
+from pipelines.training.causality import check_causal
 from pipelines.training.checkpoint import Checkpoint, write_atomically
 from pipelines.training.resume import plan_resume
 from pipelines.training.trainer import Trainer, TrainResult, make_accelerator, process_state
@@ -92,6 +93,7 @@ class TrainingRun:
             check_training_memory(pipe.recipe, pipe.tokenizer.vocab_size, pipe.tokenizer.layout)
             pipe._prior = pipe.build_prior()
             check_training_window(pipe.recipe, pipe._prior)
+            check_causal(pipe._prior, pipe.recipe.prior.name)  # one cheap probe, before any step
             self._check_labels(tokens["train"])
             self._check_labels(tokens.get("validation"))
         except BaseException:  # Ctrl-C included: no half-prepared run is left marked "preparing"
