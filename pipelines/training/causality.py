@@ -4,12 +4,12 @@ that it does not see the future.
 An autoregressive prior's params at position s describe x_s given x_<s, so changing token t may
 change params only at positions after t. The probe runs the prior's own forward (eval mode, no
 gradients, the global random state untouched) on a tiny random batch, changes a few positions t
-one at a time, and compares the params at positions <= t. It probes a copy whose parameters
-got random noise: a fresh prior may start with zeros (an output layer, a bigram table) that
-would hide a leak in its architecture, and causality must hold for any weights. Grids are probed in raster order, the
-order the prior reads them in. A prior that leaks is refused in one line naming it and the first
-position that leaks; a prior whose forward cannot run on the probe (a fixed length the probe
-does not match) is not judged (a debug line says so).
+one at a time, and compares the params at positions <= t. It probes a copy whose parameters got
+random noise: a fresh prior may start with zeros (an output layer, a bigram table) that would hide
+a leak in its architecture, and causality must hold for any weights. Grids are probed in raster
+order, the order the prior reads them in. A prior that leaks is refused in one line naming it and
+the first position that leaks; a prior whose forward cannot run on the probe (a fixed length the
+probe does not match) is not judged (a debug line says so).
 
 Not here: the full contract suite a plugin author runs (priors/testing.py, more positions and
 more checks), training itself (pipelines/training/trainer.py).
