@@ -34,6 +34,7 @@ from pipelines.compression.container import (
 from pipelines.compression.lossless import compress_mode
 from pipelines.data.order import Ordering
 from pipelines.detection.detectors import DetectResult, detect
+from pipelines.io.progress import progress_bar
 from pipelines.recipe.limits import check_decode_memory
 from pipelines.recipe.loader import Recipe, load_recipe
 from pipelines.runs.lock import releases_run_locks
@@ -160,10 +161,11 @@ class Pipeline:
         """The path every training takes, new or resumed: prepare the data (and the tokenizer),
         build the prior, check it against the data, train."""
         self.run_dir = run.run_dir
-        prepared = run.prepare(self.tokenizer)
-        self.tokenizer, self.class_names = prepared.tokenizer, prepared.class_names
-        self._prior = self.build_prior()
-        run.check(self._prior, prepared)
+        with run.preparing():
+            prepared = run.prepare(self.tokenizer)
+            self.tokenizer, self.class_names = prepared.tokenizer, prepared.class_names
+            self._prior = self.build_prior()
+            run.check(self._prior, prepared)
         return run.train(self._prior, prepared, self, progress)
 
     # -- using a trained pipeline ----------------------------------------------------------------
@@ -173,12 +175,13 @@ class Pipeline:
 
     def generate(self, n: int | None = None, *, cond: int | list[int] | None = None,
                  prompt: str | None = None, draft: Pipeline | str | Path | None = None,
-                 seed: int | None = None, **decoding: Any) -> Generation:
+                 seed: int | None = None, progress: bool = False, **decoding: Any) -> Generation:
         """Sample token ids: `decoding` overrides the recipe's `sample:` settings (temperature,
         top_k, top_p, min_p, repetition_penalty, greedy, num_beams, length_penalty,
         max_new_tokens, stop, num_draft_tokens, compile). `draft`: a pipeline (or run directory) with
         the same tokenizer for speculative decoding, or "ngram[:N]" (prompt lookup, no model)
-        or "layers:M" (the target's first M layers). The prompt's ids are not in the result."""
+        or "layers:M" (the target's first M layers). The prompt's ids are not in the result.
+        `progress`: a bar over the positions drawn (pipelines/io/progress.py)."""
         s = self.recipe.sample
         settings = {**s.model_dump(), **{k: v for k, v in decoding.items() if v is not None}}
         n = settings.pop("n") if n is None else n
@@ -218,12 +221,21 @@ class Pipeline:
             if draft_pipe.tokenizer.fingerprint() != self.tokenizer.fingerprint():
                 raise TokarError("the draft run uses a different tokenizer: speculative decoding "
                                  "needs the very same token ids (train both on the same data).")
+            mine, theirs = self.prior.num_classes, draft_pipe.prior.num_classes
+            if mine != theirs:  # the draft would be asked for classes it never learned, or none
+                what = lambda k: f"{k} classes" if k else "no classes"  # noqa: E731
+                raise TokarError(f"the draft run {draft_pipe.run_dir or draft} conditions on "
+                                 f"{what(theirs)} and this run on {what(mine)}: speculative "
+                                 "decoding needs a draft conditioned like its target; train the "
+                                 "draft with the same classes.")
             draft_prior = draft_pipe.prior.to(device)
         labels = self._labels(n, cond)
         gen = torch.Generator().manual_seed(seed)
-        return generate(prior, n, config, cond=labels.to(device) if labels is not None else None,
-                        prompt=prompt_ids, generator=gen, draft=draft_prior,
-                        registry=self.processors)
+        with progress_bar(total=config.max_new_tokens, desc="sampling", unit="token",
+                          disable=not progress, leave=False) as bar:
+            return generate(prior, n, config, cond=labels.to(device) if labels is not None else None,
+                            prompt=prompt_ids, generator=gen, draft=draft_prior,
+                            registry=self.processors, on_step=lambda: bar.update(1))
 
     def sample(self, n: int | None = None, **kwargs: Any) -> list[Any]:
         """Draw samples and decode them to data (str, PIL image...). Takes the arguments of
@@ -290,12 +302,13 @@ class Pipeline:
 
     def score(self, examples: list[Any] | None = None, batch_size: int = 64,
               labels: list[int] | int | None = None, ids: list[str] | None = None,
-              per_token: bool = False) -> Score:
+              per_token: bool = False, progress: bool = False) -> Score:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
         per data unit, with one ExampleScore per example (`per_token`: each position's nats
         too, in the data's order of positions whatever the recipe's `order`). Sequences longer
         than the prior's context are scored with a sliding window (pipelines/scoring.py).
-        Under a multi-process launch each process scores a shard."""
+        Under a multi-process launch each process scores a shard. `progress`: a bar over the
+        tokens scored."""
         if examples is None:
             splits = self.recipe.data.cls(self.recipe.data.config).load()
             examples = list(splits["validation"]["example"])
@@ -310,7 +323,8 @@ class Pipeline:
             raise DataError("nothing to score: the data is empty.")
         score = score_examples(self.prior, self.ordered_tokenizer, [examples[i] for i in keep],
                                [labels[i] for i in keep] if labels is not None else None,
-                               [ids[i] for i in keep], batch_size, per_token, process_state())
+                               [ids[i] for i in keep], batch_size, per_token, process_state(),
+                               progress=progress)
         if per_token and not self.ordering.identity:  # surprise maps are drawn in data order
             for e in score.per_example or []:
                 if e.token_nats is not None:

@@ -31,6 +31,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
+from pipelines.io.progress import progress_bar
 from plugins.errors import DataError
 from priors.base import Prior
 
@@ -142,7 +143,7 @@ class Score:
 def score_examples(prior: Prior, tokenizer: Any, examples: Sequence[Any],
                    labels: Sequence[int] | None = None, ids: Sequence[str] | None = None,
                    batch_size: int = 64, per_token: bool = False,
-                   state: PartialState | None = None) -> Score:
+                   state: PartialState | None = None, progress: bool = False) -> Score:
     """Exact NLL of every example, in the tokenizer's units, with one ExampleScore each.
     Grid examples go through the prior `batch_size` at a time; sequences one at a time through
     `stream_nll`. Under a multi-process launch each process scores its shard."""
@@ -160,17 +161,22 @@ def score_examples(prior: Prior, tokenizer: Any, examples: Sequence[Any],
     encoded = {i: tokenizer.encode(examples[i]) for i in mine}
     values = {i: _flat(e, prior) for i, e in encoded.items()}
     nll: dict[int, torch.Tensor] = {}
-    if prior.layout.kind == "grid":
-        for b in range(0, len(mine), batch_size):
-            rows = mine[b : b + batch_size]
-            x = torch.stack([values[i] for i in rows]).to(device)
-            c = torch.as_tensor([labels[i] for i in rows], device=device) if prior.num_classes else None
-            for i, row in zip(rows, token_nll(prior, prior, x, c), strict=True):
-                nll[i] = row
-    else:
-        for i in mine:
-            c = torch.tensor([labels[i]], device=device) if prior.num_classes else None
-            nll[i] = stream_nll(prior, values[i].to(device), c, batch_size)
+    bar = progress_bar(total=sum(int(values[i].shape[0]) for i in mine), desc="scoring", unit="token",
+                       disable=not (progress and state.is_main_process), leave=False)
+    with bar:
+        if prior.layout.kind == "grid":
+            for b in range(0, len(mine), batch_size):
+                rows = mine[b : b + batch_size]
+                x = torch.stack([values[i] for i in rows]).to(device)
+                c = torch.as_tensor([labels[i] for i in rows], device=device) if prior.num_classes else None
+                for i, row in zip(rows, token_nll(prior, prior, x, c), strict=True):
+                    nll[i] = row
+                bar.update(int(x.shape[0] * x.shape[1]))
+        else:
+            for i in mine:
+                c = torch.tensor([labels[i]], device=device) if prior.num_classes else None
+                nll[i] = stream_nll(prior, values[i].to(device), c, batch_size)
+                bar.update(int(values[i].shape[0]))
     results = []
     for i in mine:
         token_nats = nll[i].double().cpu() + offset

@@ -42,6 +42,11 @@ class LayoutError(TokarError):
     """A tokenizer layout that the chosen prior cannot model."""
 
 
+class CausalityError(TokarError):
+    """A prior that sees the future: its prediction at a position depends on that token or a
+    later one, so it is no autoregressive model (found by `tokar train`'s probe)."""
+
+
 class DecodingError(TokarError):
     """Decoding settings that cannot work together (or with this prior or layout)."""
 

@@ -50,7 +50,8 @@ class PluginManager(pluggy.PluginManager):
 
     def load_entrypoint_plugins(self, group: str = hookspecs.PROJECT) -> int:
         """Register every installed plugin of `group`, one at a time: a plugin that fails to
-        import is skipped with a warning naming its distribution, and the rest still load."""
+        import (an exception, or even sys.exit()) is skipped with a warning naming its
+        distribution, and the rest still load."""
         count = 0
         for ep in metadata.entry_points(group=group):
             if self.get_plugin(ep.name) is not None or self.is_blocked(ep.name):
@@ -59,9 +60,14 @@ class PluginManager(pluggy.PluginManager):
             try:
                 plugin = ep.load()
                 self.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken third-party package must not break tokar
-                logger.warning("skipping tokar plugin '%s' from %s: %s: %s", ep.name, dist,
-                               type(exc).__name__, exc)
+            except KeyboardInterrupt:  # the user's Ctrl-C still stops tokar
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a broken third-party package must not
+                # break tokar: not an exception, and not a sys.exit() at import either (that ended
+                # every command silently with status 0)
+                what = f"it called sys.exit({exc.code!r}) while being imported" \
+                    if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+                logger.warning("skipping tokar plugin '%s' from %s: %s", ep.name, dist, what)
                 continue
             self._distributions[id(plugin)] = dist
             count += 1

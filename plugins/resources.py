@@ -9,6 +9,11 @@ TOKAR_MAX_MEMORY_GB to use another one (a larger figure if an estimate is wrong 
 It sits in `plugins`, the lowest layer, beside the errors, so that tokenizers and pipelines check
 against the same figure without importing each other.
 
+`built_within_memory(build, what, fix)` is the check for what a saved config.json builds (a prior,
+a tokenizer's network): `build()` runs first on PyTorch's meta device (shapes, no storage), its
+tensors are counted, and only a build that fits runs for real. A config.json edited to ask for a
+26 GB embedding is one error, not an allocation that swaps the machine to death.
+
 Not here: the estimates themselves (pipelines/recipe/limits.py for models and decoding; the tokenizers
 for what they decode).
 """
@@ -16,10 +21,18 @@ for what they decode).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
 
 from plugins.errors import ResourceError
+
+logger = logging.getLogger(__name__)
 
 ENV = "TOKAR_MAX_MEMORY_GB"
 GiB = 1 << 30
@@ -58,3 +71,43 @@ def check_fits(needed: float, what: str, fix: str, limit: float | None = None,
     if needed > limit:
         raise error(f"{what} needs an estimated {gib(needed)}, more than the {gib(limit)} of memory "
                     f"available ({'set by ' + ENV if os.environ.get(ENV) else 'this machine'}); {fix}")
+
+
+class MetaShapes(TorchFunctionMode):
+    """On the meta device, answer value questions (`bool(t)`, `t.item()`) with placeholders:
+    constructors that read a tensor's values (a mask's `.all()`) still build, by shape."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.__bool__, torch.Tensor.item) and args \
+                and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return True if func is torch.Tensor.__bool__ else 0
+        return func(*args, **kwargs)
+
+
+def on_meta(build: Callable[[], Any]) -> Any:
+    """build() with every tensor on the meta device (no memory), or None when it cannot be built
+    there (then there is nothing to check this way)."""
+    try:
+        with torch.device("meta"), MetaShapes():
+            return build()
+    except Exception as exc:  # noqa: BLE001 - any failure only means: no estimate
+        logger.debug("cannot be built on the meta device: %s", exc)
+        return None
+
+
+def module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers (0 for anything that is not a module)."""
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def built_within_memory(build: Callable[[], Any], what: str, fix: str,
+                        size: Callable[[Any], int] = module_bytes) -> Any:
+    """build(), after the same build on the meta device was measured (size(result), bytes) and
+    found to fit in memory; a ResourceError naming `what` otherwise."""
+    meta = on_meta(build)
+    if meta is not None:
+        check_fits(float(size(meta)), what, fix)
+    return build()

@@ -38,6 +38,7 @@ from torch import nn
 
 from plugins.errors import CheckpointError, CompressionError, DecodingError
 from plugins.registry import Registry
+from plugins.resources import built_within_memory
 from plugins.shared import Layout, ValueSpace, read_config, write_config
 from priors.heads import build_head
 from priors.heads.base import Head, head_spec
@@ -253,8 +254,14 @@ class Prior(nn.Module, ABC):
         directory = Path(directory)
         payload = read_config(directory, "prior", cls.format_version)
         try:
-            prior = construct(cls, cls.Config(**payload.get("config", {})),
-                              payload["vocab_size"], Layout.from_json(payload["layout"]), heads)
+            config, layout = cls.Config(**payload.get("config", {})), Layout.from_json(payload["layout"])
+            vocab_size = payload["vocab_size"]
+            # sizes from a file are checked before allocating: an edited config.json asking for a
+            # 26 GB embedding is one error, not minutes of swapping
+            prior = built_within_memory(
+                lambda: construct(cls, config, vocab_size, layout, heads),
+                f"the saved prior in {directory} (as its config.json describes it)",
+                "its config.json is corrupt or was made for a far larger machine.")
         except (ValidationError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise CheckpointError(
                 f"{directory / 'config.json'} does not describe a valid '{cls.name}' prior "

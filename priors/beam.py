@@ -9,6 +9,8 @@ form; this is the plain one of Hugging Face's generate). Deterministic: no sampl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from priors.base import Prior
@@ -16,8 +18,8 @@ from priors.decoding import DecodeConfig, Generation, process, start
 from priors.processors import NEG_INF
 
 
-def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors, cond, prompt
-                ) -> Generation:
+def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors, cond, prompt,
+                on_step: Callable[[], None] | None = None) -> Generation:
     nb, n, alpha = config.num_beams, config.max_new_tokens, config.length_penalty
     rows = batch_size * nb
     # every beam of a sequence starts from the same state: repeat each row nb times
@@ -57,6 +59,8 @@ def beam_search(prior: Prior, batch_size: int, config: DecodeConfig, processors,
         order = (src + torch.arange(batch_size, device=device)[:, None] * nb).view(-1)  # (rows,)
         seqs = torch.cat([seqs[order], new_tok.view(rows, 1)], dim=1)
         context = context[order]
+        if on_step is not None:  # progress: one more position decided
+            on_step()
         if bool((scores == NEG_INF).all()) or t + 1 == n or _settled(finished, scores, nb, t + 1, n, alpha):
             break
         state = prior.reorder_state(state, order)

@@ -10,7 +10,7 @@ ancestral sampling or greedy (priors/sampling.py), beam search with `num_beams >
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,6 +36,7 @@ def generate(
     draft: Prior | Drafter | str | None = None,
     processors: Sequence[LogitsProcessor] = (),
     registry: Registry | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> Generation:
     """Generate `config.max_new_tokens` values for `batch_size` sequences.
 
@@ -44,7 +45,8 @@ def generate(
     (`config.processors`, looked up in `registry`: a pipeline passes the logits-processor
     registry its recipe was resolved in), then the callables in `processors`.
     With `config.num_beams > 1` this is beam search; with a `draft`, speculative decoding
-    (same distribution, fewer target passes).
+    (same distribution, fewer target passes). `on_step()` is called after each position is
+    decided (sampling and beam search): a caller's progress bar.
     """
     config = config or DecodeConfig()
     check_config(prior, config, draft is not None, bool(processors))
@@ -60,10 +62,10 @@ def generate(
     prior.eval()
     try:
         if config.num_beams > 1:
-            return beam_search(prior, batch_size, config, all_processors, cond, prompt)
+            return beam_search(prior, batch_size, config, all_processors, cond, prompt, on_step)
         if draft is not None:
             return speculative(prior, draft, batch_size, config, all_processors, cond, prompt,
                                generator)
-        return sample(prior, batch_size, config, all_processors, cond, prompt, generator)
+        return sample(prior, batch_size, config, all_processors, cond, prompt, generator, on_step)
     finally:
         prior.train(was_training)

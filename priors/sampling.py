@@ -5,6 +5,8 @@ of priors/decoding.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from priors.base import Prior
@@ -12,7 +14,7 @@ from priors.decoding import DecodeConfig, Generation, StopTokens, next_values, s
 
 
 def sample(prior: Prior, batch_size: int, config: DecodeConfig, processors, cond, prompt,
-           generator) -> Generation:
+           generator, on_step: Callable[[], None] | None = None) -> Generation:
     params, state, context = start(prior, batch_size, cond, prompt)
     n, head = config.max_new_tokens, prior.distribution
     out = torch.empty(batch_size, n, *context.shape[2:], dtype=context.dtype, device=params.device)
@@ -22,6 +24,8 @@ def sample(prior: Prior, batch_size: int, config: DecodeConfig, processors, cond
         value = next_values(head, params, ctx, processors, config, generator)  # (B, 1[, D])
         value = stops.update(value, out[:, t - 1 : t] if t else None, t)
         out[:, t : t + 1] = value
+        if on_step is not None:  # progress: one more position drawn
+            on_step()
         if t + 1 == n or stops.all_done:
             if t + 1 < n:
                 out[:, t + 1 :] = out[:, t : t + 1]

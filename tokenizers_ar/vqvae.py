@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from vector_quantize_pytorch import VectorQuantize
 
 from plugins.errors import TokenizerError
+from plugins.resources import built_within_memory
 from tokenizers_ar import images
 from tokenizers_ar.base import Layout, Tokenizer, TokenizerConfig, code_stats
 
@@ -328,7 +329,11 @@ class VQVAETokenizer(Tokenizer):
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.channels is None:
             raise TokenizerError(f"{self.name}: weights without a fitted image shape in config.json.")
-        self.model = VQVAE(self.config, self.channels)
+        # the network's size comes from config.json: checked before it is allocated
+        self.model = built_within_memory(lambda: VQVAE(self.config, self.channels),
+                                         f"the {self.name} tokenizer's network (as its config.json "
+                                         "describes it)", "its config.json is corrupt or was made "
+                                         "for a far larger machine.")
         self.model.load_state_dict(tensors)
         self.model.eval()
 

@@ -88,7 +88,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         write_maps(pipe.tokenizer, ids, examples, [d.token_nats for d in result.detections],
                    args.maps, titles)
         summary["maps"] = str(args.maps)
-    if args.out:
+    if args.out and args.out != "-":  # `--out -`: standard output, as without --out
         write_text_atomically(Path(args.out), lines)
         summary["out"] = str(args.out)
         print(json.dumps(summary))

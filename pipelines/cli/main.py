@@ -49,7 +49,7 @@ from pipelines.compression.files import (
 )
 from pipelines.detection.data import read_audio_paths, read_images
 from pipelines.io.progress import progress_bar, quiet_library_bars
-from pipelines.io.safe import read_text
+from pipelines.io.safe import is_stdout, read_text
 from pipelines.pipeline import Pipeline
 from pipelines.recipe.limits import check_recipe_memory
 from pipelines.recipe.loader import load_recipe
@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.path=value or ~key.path")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest "
-                   "complete checkpoint (overrides may extend train.max_steps)")
+                   "complete checkpoint (overrides may extend train.max_steps; "
+                   "train.max_seconds=N grants N more seconds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (without a "
                    "terminal, progress is a plain line every $TOKAR_PROGRESS_INTERVAL=30 s)")
     p.set_defaults(func=cmd_train)
@@ -158,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights for CPU inference (int8: dynamic quantization)")
     p.add_argument("--compile", action="store_true", help="compile the one-token step (wavenet: "
                    "a native loop on a CPU, several times faster per sample)")
-    p.add_argument("--out", help="output file (.png for images, .txt for text) or folder "
-                   "(default: RUN_DIR/samples)")
+    p.add_argument("--out", help="output file (.png for images, .txt for text, .wav for one "
+                   "audio clip), '-' for standard output, or folder (default: RUN_DIR/samples)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("score", help="bits per data unit of some data under a trained run")
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="label", metavar="LABEL",
                    help="class of DATA (conditional priors): index or name")
     p.add_argument("--per-example", metavar="OUT.jsonl", help="also write one JSON line per "
-                   "example: id, tokens, units, nats, bits per unit")
+                   "example: id, tokens, units, nats, bits per unit ('-': standard output, the summary "
+                   "then goes to stderr)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -252,10 +254,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = pipe.train(args.run_dir, progress=not args.no_progress)
     if not process_state().is_main_process:
         return 0
+    limit = {"max_seconds": f"its time budget, train.max_seconds={pipe.recipe.train.max_seconds:g}"
+             if pipe.recipe.train.max_seconds else "its time budget",
+             "early_stopping": "early stopping"}.get(result.stopped_by,
+                                                      f"train.max_steps={pipe.recipe.train.max_steps}")
     if result.val is not None:
         print(f"validation: {result.val.bits_per_unit:.4f} bits/{result.val.unit} "
               f"({result.val.nats_per_token:.4f} nats/token) after {result.steps} steps "
-              f"in {result.seconds:.0f}s", file=sys.stderr)
+              f"in {result.seconds:.0f}s (stopped by {limit})", file=sys.stderr)
     print(pipe.run_dir)
     return 0
 
@@ -286,14 +292,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
                     compile=args.compile or None)
     n = args.n if args.n is not None else (1 if args.draft else None)
     result = pipe.generate(n, seed=args.seed, cond=args.label, prompt=args.prompt,
-                           draft=args.draft, **decoding)
+                           draft=args.draft, progress=True, **decoding)
     samples = pipe.decode(result, prompt=args.prompt)
     if result.acceptance_rate is not None:
         print(f"speculative decoding: {result.accepted}/{result.proposed} draft tokens accepted "
               f"({result.acceptance_rate:.1%})", file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
-    for path in write_samples(samples, out, pipe.grid_columns(args.label), tokenizer=pipe.tokenizer):
-        print(path)
+    written = write_samples(samples, out, pipe.grid_columns(args.label), tokenizer=pipe.tokenizer)
+    if not is_stdout(args.out):  # `--out -`: standard output holds the samples themselves
+        for path in written:
+            print(path)
     return 0
 
 
@@ -302,13 +310,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     ids, examples = (None, None) if args.data is None else \
         read_examples(Path(args.data), pipe.tokenizer.modality)
     label = None if args.label is None else pipe.class_index(args.label)
-    score = pipe.score(examples, labels=label, ids=ids)
+    score = pipe.score(examples, labels=label, ids=ids, progress=True)
     if not process_state().is_main_process:  # data-parallel scoring: the main process reports
         return 0
     if args.per_example:
         lines = [json.dumps(e.to_dict(score.unit)) for e in score.per_example or []]
         write_text_atomically(Path(args.per_example), "".join(line + "\n" for line in lines))
-    print(json.dumps(score.to_dict()))
+    # `--per-example -`: standard output is the JSON lines; the summary goes beside them
+    print(json.dumps(score.to_dict()), file=sys.stderr if is_stdout(args.per_example) else sys.stdout)
     return 0
 
 

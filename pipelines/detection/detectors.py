@@ -35,7 +35,6 @@ trained on outliers (outlier exposure) and gradient-based scores.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -47,10 +46,11 @@ import torch
 
 from pipelines.detection.complexity import check_compressor, compressed_bits, default_compressor
 from pipelines.detection.data import cut_passages
+from pipelines.io.safe import read_json
 from pipelines.runs.rundir import write_json_atomically
 from pipelines.scoring import LN2
 from pipelines.training.trainer import process_state
-from plugins.errors import DataError, TokarError
+from plugins.errors import DataError, StorageError, TokarError
 
 if TYPE_CHECKING:
     from pipelines.pipeline import Pipeline
@@ -182,6 +182,25 @@ def calibration_examples(pipe: Pipeline, limit: int,
     return [ids[i] for i in keep], examples
 
 
+def read_calibration(path: Path) -> Calibration | None:
+    """The calibration cached at `path`, or None (with a warning naming the file) when it is
+    damaged: it is only a cache, rebuilt and written again by the caller."""
+    try:
+        saved = read_json(path, "detection calibration cache", DataError)
+        if saved.pop("format", None) != CALIBRATION_FORMAT:
+            return None  # another format version: quietly recalibrated
+        calib = Calibration(**saved)
+        numbers = all(isinstance(v, int | float) for v in calib.bits)
+        if not (isinstance(calib.ids, list) and isinstance(calib.bits, list) and numbers
+                and len(calib.ids) == len(calib.bits) and isinstance(calib.complexity, dict)
+                and isinstance(calib.backgrounds, dict)):
+            raise TypeError("its fields do not have the expected types")
+        return calib
+    except (TokarError, TypeError, ValueError) as exc:
+        logger.warning("the detection calibration cache %s is corrupt (%s); rebuilding it", path, exc)
+        return None
+
+
 def calibrate(pipe: Pipeline, *, background: Pipeline | None = None, compressor: str | None = None,
               passage: int | None = None,
               limit: int = DEFAULT_CALIBRATION_EXAMPLES) -> Calibration:
@@ -189,17 +208,10 @@ def calibrate(pipe: Pipeline, *, background: Pipeline | None = None, compressor:
     is there and valid for these weights, completed and written back when parts are missing."""
     prior = weights_hash(pipe.prior)
     path = calibration_path(pipe.run_dir, passage) if pipe.run_dir is not None else None
-    calib = None
-    if path is not None and path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.pop("format", None) == CALIBRATION_FORMAT:
-                calib = Calibration(**saved)
-        except (json.JSONDecodeError, TypeError) as exc:
-            logger.warning("%s is unreadable (%s); calibrating again", path, exc)
-        if calib is not None and (calib.prior != prior or calib.limit != limit):
-            logger.info("%s was made for other weights or another size; calibrating again", path)
-            calib = None
+    calib = read_calibration(path) if path is not None and path.exists() else None
+    if calib is not None and (calib.prior != prior or calib.limit != limit):
+        logger.info("%s was made for other weights or another size; calibrating again", path)
+        calib = None
     bg_key = weights_hash(background.prior) if background is not None else None
     missing = calib is None or (bg_key is not None and bg_key not in calib.backgrounds) or \
         (compressor is not None and compressor not in calib.complexity)
@@ -209,17 +221,21 @@ def calibrate(pipe: Pipeline, *, background: Pipeline | None = None, compressor:
     if calib is None:
         logger.info("calibrating on %d held-out examples of the validation split", len(ids))
         calib = Calibration(prior, limit, passage, ids, example_bits(pipe, examples, ids)[0].tolist())
-    elif calib.ids != ids:
-        raise DataError(f"{path} was calibrated on other validation examples than the run's data "
-                        "source gives now; delete it to calibrate again.")
+    elif calib.ids != ids:  # the data source changed since: the cache is stale, not the user's
+        logger.warning("%s was calibrated on other validation examples than the run's data source "
+                       "gives now; calibrating again", path)
+        calib = Calibration(prior, limit, passage, ids, example_bits(pipe, examples, ids)[0].tolist())
     if bg_key is not None and bg_key not in calib.backgrounds:
         calib.backgrounds[bg_key] = example_bits(background, examples, ids)[0].tolist()
     if compressor is not None and compressor not in calib.complexity:
         calib.complexity[compressor] = complexity_bits(pipe, examples, compressor).tolist()
     state = process_state()
     if path is not None and state.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(path, {"format": CALIBRATION_FORMAT, **asdict(calib)})
+        try:
+            write_json_atomically(path, {"format": CALIBRATION_FORMAT, **asdict(calib)})
+        except StorageError as exc:  # a read-only run (shared, archived): score all the same
+            logger.warning("the calibration was not saved (%s); detection goes on, and calibrates "
+                           "again next time", exc)
     state.wait_for_everyone()
     return calib
 

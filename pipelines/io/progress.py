@@ -49,13 +49,40 @@ class _Lines:
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """The log-file bar: a line only when its interval has passed. tqdm redraws on every
+    set_postfix / set_description; in a log file that was a line every few steps."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+
 def progress_bar(**kwargs: Any) -> tqdm:
-    """tqdm(**kwargs) on a terminal; elsewhere a bar that prints a plain line every interval()."""
+    """tqdm(**kwargs) on a terminal; elsewhere a bar that prints a plain line every interval()
+    (and when it starts and ends), whatever its caller updates in between."""
     if is_terminal():
         return tqdm(**kwargs)
     kwargs.pop("dynamic_ncols", None)
-    return tqdm(**{**kwargs, "file": _Lines(sys.stderr), "mininterval": interval(),
-                   "maxinterval": max(interval(), 10.0), "ascii": True, "ncols": 100})
+    # miniters=1 with mininterval: each update checks the clock, and prints once the interval passed
+    return _LogBar(**{**kwargs, "file": _Lines(sys.stderr), "mininterval": interval(),
+                      "maxinterval": max(interval(), 10.0), "miniters": 1, "ascii": True,
+                      "ncols": 100})
+
+
+def budget_total(first_step: int, step: int, elapsed: float, max_steps: int,
+                 max_seconds: float | None) -> int:
+    """The step a training will end at: max_steps, or sooner, where its time budget (seconds
+    from `first_step`, at the pace so far) runs out first. What a bar's total and ETA should say."""
+    if max_seconds is None or step <= first_step or elapsed <= 0:
+        return max_steps
+    pace = (step - first_step) / elapsed  # steps per second, this session
+    return max(step, min(max_steps, first_step + int(pace * max_seconds)))
 
 
 def quiet_library_bars() -> None:

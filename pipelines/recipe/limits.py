@@ -27,12 +27,11 @@ import logging
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from pipelines.scoring import token_nll
 from plugins.errors import RecipeError
 from plugins.registry import Registry
-from plugins.resources import check_fits, gib, machine_memory
+from plugins.resources import MetaShapes, check_fits, gib, machine_memory
 from priors.base import construct
 from tokenizers_ar.base import Layout
 
@@ -58,23 +57,12 @@ class TrainingEstimate:
                 f"({gib(self.activations)})")
 
 
-class _Shapes(TorchFunctionMode):
-    """On the meta device, answer value questions (`bool(t)`, `t.item()`) with placeholders."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in (torch.Tensor.__bool__, torch.Tensor.item) and args \
-                and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return True if func is torch.Tensor.__bool__ else 0
-        return func(*args, **kwargs)
-
-
 def build_on_meta(prior_cls: type, config: Any, vocab_size: int, layout: Any,
                   heads: Registry | None = None) -> Any:
     """The prior with its tensors on the meta device (no memory, no data), or None when it cannot
     be built there."""
     try:
-        with torch.device("meta"), _Shapes():
+        with torch.device("meta"), MetaShapes():
             return construct(prior_cls, config, vocab_size, layout, heads)
     except Exception as exc:  # noqa: BLE001 - any failure only means: nothing to check this way
         logger.debug("%s cannot be built on the meta device: %s", prior_cls.__name__, exc)
@@ -124,7 +112,7 @@ def estimate_training(prior_cls: type, config: Any, vocab_size: int, layout: Any
         ids = (torch.zeros(batch_size, length, layout.dims, device="meta") if layout.continuous
                else torch.zeros(batch_size, length, dtype=torch.long, device="meta"))
         cond = torch.zeros(batch_size, dtype=torch.long, device="meta") if prior.num_classes else None
-        with _Shapes():
+        with MetaShapes():
             token_nll(prior, prior, ids, cond)
     except Exception as exc:  # noqa: BLE001
         logger.debug("no activation estimate for %s: %s", prior_cls.__name__, exc)

@@ -221,7 +221,11 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 def load_raw(path: str | Path, _seen: tuple[Path, ...] = (),
              _loaded: list[Path] | None = None) -> dict[str, Any]:
     """Read a recipe file and everything it extends, deep-merged (this file wins)."""
-    path = Path(path).resolve()
+    try:
+        path = Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # Python < 3.13: RuntimeError "Symlink loop"
+        raise RecipeError([f"recipe file {path} is a symlink that never reaches a file (a loop of "
+                           "links); point it at a recipe"]) from exc
     loaded = [] if _loaded is None else _loaded
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))

@@ -22,12 +22,17 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.io.safe import (  # noqa: F401 - write_file_atomically: re-exported for writers
+    read_json,
+    remove_quietly,
+    write_bytes_atomically,
+    write_file_atomically,
+    writing,
+)
 from pipelines.runs.lock import LOCK_FILE, lock_run_dir
-from pipelines.io.safe import read_json, remove_quietly, write_bytes_atomically, writing
 from plugins.errors import CheckpointError, RunDirError, TokarError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +45,7 @@ METRICS_FILE = "metrics.jsonl"
 STATUSES = ("preparing", "running", "complete", "saved")
 
 # what a resume may change: how long and how verbosely it trains, never the model or data
-RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
+RESUMABLE = ("train.max_steps", "train.max_seconds", "train.eval_every", "train.eval_samples", "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
              "train.early_stopping_min_delta", "train.num_workers", "train.log_with",
              "train.memory_limit_gb", "sample")
@@ -119,6 +124,22 @@ def claim_run_dir(run_dir: str | Path | None, stem: str = "run") -> Path:
     check_trainable(run_dir)  # again, under the lock: another process may have trained it meanwhile
     write_run_file(run_dir, "preparing")
     return run_dir
+
+
+def abandon_run_dir(run_dir: Path, created: bool) -> None:
+    """A run that failed before training began leaves nothing behind: its folder removed when this
+    process created it, else emptied of what tokar wrote (check_trainable let it be used only
+    because it was empty or a tokar "preparing" run), the lock file kept. Only a run still
+    "preparing" is touched: never a user's files, never a run that trained."""
+    run_dir = Path(run_dir)
+    if run_status(run_dir) != "preparing" or (run_dir / RECIPE_FILE).exists():
+        return
+    if created:
+        remove_quietly(run_dir)
+        return
+    for child in run_dir.iterdir():
+        if child.name != LOCK_FILE:
+            remove_quietly(child)
 
 
 def _new_default_dir(stem: str, root: Path = Path("runs")) -> Path:
@@ -219,19 +240,6 @@ def remove_atomically(path: Path) -> None:
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def write_file_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call write(tmp_path), then move the file into place in one rename. A failure (a full disk
-    included) removes the temporary file and is reported as one StorageError naming `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    with writing(path, cleanup=(tmp,)):
-        if path.is_dir():
-            raise IsADirectoryError(21, "Is a directory", str(path))
-        write(tmp)
-        os.replace(tmp, path)
-    remove_quietly(tmp)
-
-
 def write_text_atomically(path: Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
 

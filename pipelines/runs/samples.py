@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.io.safe import ensure_folder, write_bytes_atomically
+from pipelines.io.safe import ensure_folder, is_stream, write_bytes_atomically
 from plugins.errors import StorageError, TokarError
 
 
@@ -41,6 +41,20 @@ def image_grid(images: Sequence[Image.Image], cols: int | None = None, min_cell:
     return grid
 
 
+def wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(np.asarray(wave, dtype=np.float32), -1, 1), sample_rate,
+             subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+def write_wav(wave: np.ndarray, out: Path, sample_rate: int) -> Path:
+    """One clip as the 16-bit WAV file `out` (`tokar sample RUN -n 1 --out x.wav`)."""
+    return write_bytes_atomically(out, wav_bytes(wave, sample_rate))
+
+
 def write_audio(waves: Sequence[np.ndarray], out: Path, sample_rate: int) -> list[Path]:
     """One 16-bit WAV per waveform (sample_NNN.wav) in the folder `out`, and samples.png: a
     row per sample, its waveform beside its spectrogram."""
@@ -48,16 +62,11 @@ def write_audio(waves: Sequence[np.ndarray], out: Path, sample_rate: int) -> lis
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
-    import soundfile as sf
-
     ensure_folder(out)
     paths = []
     for i, wave in enumerate(waves):
         path = out / f"sample_{i:03d}.wav"
-        buffer = io.BytesIO()
-        sf.write(buffer, np.clip(np.asarray(wave, dtype=np.float32), -1, 1), sample_rate,
-                 subtype="PCM_16", format="WAV")
-        write_bytes_atomically(path, buffer.getvalue())
+        write_bytes_atomically(path, wav_bytes(wave, sample_rate))
         paths.append(path)
     fig, axes = plt.subplots(len(waves), 2, figsize=(10, 1.8 * len(waves)), squeeze=False)
     for (ax_wave, ax_spec), wave in zip(axes, waves, strict=True):
@@ -84,22 +93,26 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
     """Write samples: images as one PNG grid at `out` (a .png path, or a folder to hold
     samples.png); text as `out` (one .txt file, samples separated by a rule) or, for a folder,
     one sample_NNN.txt per sample; audio (the tokenizer's modality, at its `sample_rate`) as
-    WAVs and a plot in the folder `out`. `cols`: images per grid row. Returns the files written."""
+    WAVs and a plot in the folder `out`, or one clip as the .wav file `out`. `-` (standard
+    output), a device or a FIFO takes one file's bytes (text, a PNG grid, a CSV, one WAV). `cols`: images per grid row. Returns the files written."""
     out = Path(out)
     if not examples:
         return []
+    single = is_stream(out)  # `-`, /dev/null, a FIFO: one stream of bytes, never a folder
     if tokenizer is not None and tokenizer.modality == "audio":
+        if len(examples) == 1 and (single or out.suffix.lower() == ".wav"):
+            return [write_wav(examples[0], out, tokenizer.sample_rate)]  # one clip: that file
         return write_audio(examples, out.with_suffix("") if out.suffix else out, tokenizer.sample_rate)
     if isinstance(examples[0], Image.Image):
-        if out.suffix and out.suffix.lower() != ".png" and not out.is_dir():
+        if out.suffix and out.suffix.lower() != ".png" and not out.is_dir() and not single:
             raise StorageError(f"cannot write images to {out}: give a .png file or a folder.")
-        path = out if out.suffix.lower() == ".png" else ensure_folder(out) / "samples.png"
+        path = out if out.suffix.lower() == ".png" or single else ensure_folder(out) / "samples.png"
         buffer = io.BytesIO()
         image_grid(examples, cols).save(buffer, format="PNG")
         write_bytes_atomically(path, buffer.getvalue())
         return [path]
     if isinstance(examples[0], str):
-        if out.suffix and not out.is_dir():
+        if single or (out.suffix and not out.is_dir()):
             text = "\n\n----------\n\n".join(examples) + "\n"
             write_bytes_atomically(out, text.encode("utf-8"))
             return [out]
@@ -112,7 +125,7 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
         return paths
     if isinstance(examples[0], np.ndarray) and all(np.ndim(x) == 1 for x in examples):
         # real feature vectors (the `real` tokenizer with vector: true): one CSV row each
-        path = out if out.suffix.lower() == ".csv" else ensure_folder(out) / "samples.csv"
+        path = out if out.suffix.lower() == ".csv" or single else ensure_folder(out) / "samples.csv"
         rows = [",".join(f"{v:.6g}" for v in np.asarray(x, dtype=np.float64)) for x in examples]
         write_bytes_atomically(path, ("\n".join(rows) + "\n").encode("utf-8"))
         return [path]

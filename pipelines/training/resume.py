@@ -133,13 +133,32 @@ class ResumePlan:
             value = result.get(key)
             return value if isinstance(value, int | float) else default
 
+        stopped_by = result.get("stopped_by")
         return TrainResult(int(number("steps", 0)), number("train_loss", math.nan), val,
                            number("seconds", 0.0), 0.0, result.get("best_val_loss"),
-                           bool(result.get("stopped_early", False)))
+                           bool(result.get("stopped_early", False)),
+                           stopped_by if isinstance(stopped_by, str) else "max_steps")
 
 
-def plan_resume(run_dir: Path, saved: Recipe, recipe: Recipe) -> ResumePlan:
-    """What a resume of `run_dir` with `recipe` (the saved one plus overrides) has to do."""
+def complete_message(run_dir: Path, saved: Recipe, result: dict[str, Any]) -> str:
+    """Why a complete run stopped, naming the limit that stopped it, and how to train further."""
+    steps = result.get("steps", "all")
+    head = f"{run_dir} is complete: nothing to resume, nothing changed."
+    if result.get("stopped_by") == "max_seconds" and saved.train.max_seconds is not None:
+        return (f"{head} Its time budget train.max_seconds={saved.train.max_seconds:g} stopped it "
+                f"after {steps} of train.max_steps={saved.train.max_steps} steps. To train for N more "
+                f"seconds: `tokar train --resume {run_dir} train.max_seconds=N`.")
+    if result.get("stopped_by") == "early_stopping" or result.get("stopped_early"):
+        return (f"{head} Early stopping ended it after {steps} steps (no improvement in "
+                f"train.early_stopping_patience={saved.train.early_stopping_patience} evaluations).")
+    return (f"{head} It trained {steps} of train.max_steps={saved.train.max_steps} steps. To train "
+            f"further, raise it: `tokar train --resume {run_dir} "
+            f"train.max_steps={saved.train.max_steps * 2}`.")
+
+
+def plan_resume(run_dir: Path, saved: Recipe, recipe: Recipe, more_time: bool = False) -> ResumePlan:
+    """What a resume of `run_dir` with `recipe` (the saved one plus overrides) has to do;
+    `more_time`: train.max_seconds was given, granting that many more seconds."""
     plan = ResumePlan(run_dir, recipe, saved)
     record = run_record(run_dir)
     status, result = record.get("status"), record.get("result") or {}
@@ -149,12 +168,14 @@ def plan_resume(run_dir: Path, saved: Recipe, recipe: Recipe) -> ResumePlan:
             f"train.max_steps={recipe.train.max_steps} is below the {trained} steps {run_dir} has "
             f"already trained; pass train.max_steps={trained} or more (nothing was changed)."])
     grows = recipe.train.max_steps > saved.train.max_steps
-    if status == "complete" and not grows and (run_dir / "prior").is_dir():
+    stopped_by = result.get("stopped_by")
+    # a run its time budget ended before max_steps goes on when given more time
+    out_of_time = stopped_by == "max_seconds" and trained is not None \
+        and trained < recipe.train.max_steps
+    if status == "complete" and not grows and not (out_of_time and more_time) \
+            and (run_dir / "prior").is_dir():
         plan.done = True
-        logger.warning(
-            "%s is complete (%s of train.max_steps=%d steps): nothing to resume, nothing changed. "
-            "To train further, raise it: `tokar train --resume %s train.max_steps=%d`.", run_dir,
-            result.get("steps", "all"), saved.train.max_steps, run_dir, saved.train.max_steps * 2)
+        logger.warning("%s", complete_message(run_dir, saved, result))
     elif status == "complete" and not checkpoint.list_checkpoints(run_dir / "checkpoints"):
         raise CheckpointError(f"{run_dir} is complete but holds no checkpoint to continue from "
                               "(checkpoints/ is empty); start a new run to train longer.")

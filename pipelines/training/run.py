@@ -19,7 +19,9 @@ Under `accelerate launch` / `torchrun` every process runs this; only the main on
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +41,7 @@ from pipelines.runs.rundir import (
     RECIPE_FILE,
     RESUMABLE,
     RUN_FILE,
+    abandon_run_dir,
     claim_run_dir,
     diff,
     require_run_dir,
@@ -47,6 +50,7 @@ from pipelines.runs.rundir import (
 )
 from pipelines.runs.samples import write_samples
 from pipelines.training import stage1
+from pipelines.training.causality import check_causal
 from pipelines.training.checkpoint import write_atomically
 from pipelines.training.resume import ResumePlan, plan_resume
 from pipelines.training.trainer import Trainer, TrainResult, make_accelerator, process_state
@@ -67,7 +71,7 @@ class Sampler(Protocol):
 
     tokenizer: Tokenizer
 
-    def sample(self, n: int | None = None) -> list[Any]: ...
+    def sample(self, n: int | None = None, progress: bool = False) -> list[Any]: ...
 
     def grid_columns(self) -> int | None: ...
 
@@ -92,17 +96,33 @@ class TrainingRun:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.plan = plan  # None: a new run
+        self.created = False  # a new run whose folder tokar created
 
     @classmethod
     def start(cls, recipe: Recipe, run_dir: str | Path | None = None) -> TrainingRun:
         """A new run: claim (create, lock and mark) its directory; nothing else is written yet."""
         ps = process_state()
+        created = run_dir is None or not Path(run_dir).exists()
         if ps.is_main_process:  # may it be written? then create, lock and mark it (rundir.py)
             run_dir = claim_run_dir(run_dir, Path(recipe.source).stem if recipe.source else "run")
         if ps.num_processes > 1:  # the main process names the run for everyone
             run_dir = broadcast_object_list([str(run_dir) if run_dir is not None else None])[0]
         ps.wait_for_everyone()
-        return cls(recipe, Path(run_dir))
+        run = cls(recipe, Path(run_dir))
+        run.created = created
+        return run
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Around everything before training starts: a new run that fails there (Ctrl-C
+        included) leaves no folder marked "preparing" behind (removed if tokar created it,
+        emptied if it was the user's empty folder); a resume is left exactly as it was."""
+        try:
+            yield
+        except BaseException:
+            if self.plan is None and process_state().is_main_process:
+                abandon_run_dir(self.run_dir, self.created)
+            raise
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] | tuple = (),
@@ -125,7 +145,10 @@ class TrainingRun:
                 f"resuming {run_dir} cannot change {', '.join(changed)}: the checkpoint was "
                 f"trained with other values. Only {', '.join(RESUMABLE)} may change on resume; "
                 "start a new run for anything else."])
-        return cls(recipe, run_dir, plan_resume(run_dir, saved, recipe))
+        # `train.max_seconds=N` on resume grants N more seconds, even when N is the saved value
+        more_time = any(o.split("=", 1)[0].strip().lstrip("+") == "train.max_seconds"
+                        for o in overrides if "=" in o)
+        return cls(recipe, run_dir, plan_resume(run_dir, saved, recipe, more_time))
 
     # -- the steps every run takes -------------------------------------------------------------
     def prepare(self, tokenizer: Tokenizer) -> Prepared:
@@ -153,6 +176,7 @@ class TrainingRun:
         """What the prior must fit before a step is taken: the training window and the labels
         of every split."""
         check_training_window(self.recipe, prior)
+        check_causal(prior, self.recipe.prior.name)  # one cheap probe, before any step
         for split in ("train", "validation"):
             _check_labels(prior, prepared.tokens.get(split))
 
@@ -196,10 +220,11 @@ class TrainingRun:
                 "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss,
                 "val_bits_per_unit": result.val.bits_per_unit if result.val else None,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
+                "stopped_by": result.stopped_by,
                 "unit": tokenizer.unit})
             try:  # after the result is recorded: a sample that fails costs nothing of the run
-                write_samples(sampler.sample(self.recipe.sample.n), self.run_dir / "samples",
-                              sampler.grid_columns(), tokenizer=tokenizer)
+                write_samples(sampler.sample(self.recipe.sample.n, progress=progress),
+                              self.run_dir / "samples", sampler.grid_columns(), tokenizer=tokenizer)
             except TokarError as exc:
                 logger.warning("could not write the final samples: %s", exc)
         accelerator.wait_for_everyone()

@@ -41,7 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipelines.data import batches
 from pipelines.data.sources import TokenData
 from pipelines.data.streaming import StreamBatches, TokenStream
-from pipelines.io.progress import progress_bar
+from pipelines.io.progress import budget_total, progress_bar
 from pipelines.io.safe import writing
 from pipelines.recipe.loader import TrainConfig
 from pipelines.runs.rundir import finite
@@ -130,6 +130,9 @@ class TrainResult:
     tokens_per_second: float
     best_val_loss: float | None = None
     stopped_early: bool = False
+    # the limit that ended the run: "max_steps", "max_seconds" (its time budget) or
+    # "early_stopping"
+    stopped_by: str = "max_steps"
 
 
 @dataclass
@@ -291,11 +294,13 @@ class Trainer:
             checkpoint.load_rng(self._resumed, acc.process_index)
         batches = self.batches.iterate(st.batches_consumed)
         bar = progress_bar(total=cfg.max_steps, initial=st.step, disable=not (self.progress and self.is_main),
-                   desc="training", unit="step", dynamic_ncols=True)
+                           desc="training", unit="step", dynamic_ncols=True)
+        first_step = st.step
         self.model.train()
         start = time.perf_counter()
         w_loss, w_batches, w_tokens, w_start = 0.0, 0, 0, start
         last_loss, total_tokens, val, stopped_early = float("nan"), 0, None, False
+        stopped_by = "max_steps"
         while st.step < cfg.max_steps:
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
@@ -344,11 +349,16 @@ class Trainer:
                 self.save()
             if self.val_loader is not None and is_eval and self.on_eval is not None and self.is_main:
                 self._after_eval(st.step)  # after the save: its failure can never cost this step
+            # the bar's total (and so its ETA) is the step the time budget will end at, when sooner
+            bar.total = budget_total(first_step, st.step, time.perf_counter() - start,
+                                     cfg.max_steps, cfg.max_seconds)
             bar.update(1)
             if out_of_time:
                 logger.info("time budget of %.0fs reached at step %d", cfg.max_seconds, st.step)
+                stopped_by = "max_seconds"
                 break
             if stopped_early:
+                stopped_by = "early_stopping"
                 logger.info("early stopping at step %d: no improvement in %d evaluations "
                             "(best %.4f nats/token)", st.step, cfg.early_stopping_patience,
                             st.best_val_loss)
@@ -363,7 +373,7 @@ class Trainer:
             bits = last.get("bits_per_unit", float("nan"))
             val = Score(self.unit, bits, last["loss"], 0, 0, 0, {self.unit: bits})
         return TrainResult(st.step, last_loss, val, seconds, total_tokens / max(seconds, 1e-9),
-                           st.best_val_loss, stopped_early)
+                           st.best_val_loss, stopped_early, stopped_by)
 
     def _record_eval(self, val: Score, elapsed: float) -> bool:
         """Log a validation result; True when early stopping says stop."""

@@ -288,3 +288,55 @@ def test_registration_checks_what_it_is_given_and_reports_every_problem(fresh_pl
     assert main(["plugins"]) == 0  # never crashes on a bad plugin
     out = capsys.readouterr().out
     assert "bigram_ok" in out and "5 problem(s)" in out and "forty_two" in out
+
+
+def test_a_plugin_that_exits_at_import_is_skipped_and_every_command_still_runs(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    make_entry_point_package(site)
+    pkg = site / "tokar_quitter"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import sys\nsys.exit(0)\n")
+    dist = site / "tokar_quitter-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-quitter\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tokar]\nquitter = tokar_quitter\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping tokar plugin 'quitter' from tokar-quitter 0.1: it called sys.exit(0)" in proc.stderr
+    assert "hello_char" in proc.stdout and "gpt" in proc.stdout  # the command ran, and listed
+
+
+class Peeker(Bigram):
+    """A prior that sees the future: its prediction at t reads token t itself."""
+
+    name = "peeker"
+
+    def forward(self, ids, cond=None):
+        return self.table[ids]
+
+
+class PeekerPlugin:
+    @staticmethod
+    @hookimpl
+    def tokar_register_priors(register):
+        register("peeker", Peeker)
+
+
+def test_train_refuses_a_prior_that_sees_the_future(fresh_plugins, tmp_path, capsys):
+    import yaml
+
+    from pipelines.cli.main import main
+
+    fresh_plugins.register(PeekerPlugin, name="peeker-plugin")
+    recipe = tmp_path / "peek.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(prior="peeker")))
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "prior 'peeker' sees the future: changing token 0 changed its prediction at position 0" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    fresh_plugins.register(ThirdPartyPlugin, name="third-party-test")  # a causal one trains
+    assert main(["-q", "train", str(recipe).replace("peek", "peek"), "prior.name=bigram", "--run-dir",
+                 str(tmp_path / "run2"), "--no-progress"]) == 0
