@@ -46,6 +46,7 @@ import torch
 from plugins.errors import CompressionError
 from priors.base import Prior
 from priors.heads.base import PMF_PRECISION
+from priors.likelihood import nll
 
 PRECISION = PMF_PRECISION  # bits of the integer pmfs: every value gets at least 1 / 2**16
 
@@ -92,10 +93,10 @@ def fixed_threads(n: int) -> Iterator[None]:
 
 @dataclass
 class CodingStats:
-    """What coding cost against what the model predicts: `model_nats` sums the head's own
-    -log p of the coded tokens (the float cross-entropy), `pmf_bits` the ideal code length of
-    the integer pmfs the coder used; the coded stream's size is within a few bytes of the
-    latter."""
+    """What coding cost against what the model predicts: `model_nats` sums the model's own
+    -log p of the coded tokens (the float cross-entropy, priors/likelihood.py `nll`), `pmf_bits`
+    the ideal code length of the integer pmfs the coder used; the coded stream's size is within
+    a few bytes of the latter."""
 
     tokens: int = 0
     model_nats: float = 0.0
@@ -136,7 +137,7 @@ def code_batch(prior: Prior, batch: list[Block], tokens: np.ndarray | None, code
             stats.pmf_bits += float(-np.log2(pmf[np.arange(len(active)), coded]).sum()) + \
                 len(active) * PRECISION
             rows = torch.from_numpy(active).to(device)
-            stats.model_nats -= float(head.log_prob(params[rows], torch.from_numpy(coded).to(device))
+            stats.model_nats += float(nll(prior, params[rows], torch.from_numpy(coded).to(device))
                                       .double().sum())
         if t + 1 < L:
             # one batched step for every block, finished ones fed 0: the same input on both sides
