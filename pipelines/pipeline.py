@@ -302,11 +302,13 @@ class Pipeline:
 
     def score(self, examples: list[Any] | None = None, batch_size: int = 64,
               labels: list[int] | int | None = None, ids: list[str] | None = None,
-              per_token: bool = False, progress: bool = False) -> Score:
+              per_token: bool = False, progress: bool = False, ensemble: int | None = None) -> Score:
         """Exact negative log-likelihood of `examples` (default: the validation split), in bits
         per data unit, with one ExampleScore per example (`per_token`: each position's nats
         too, in the data's order of positions whatever the recipe's `order`). Sequences longer
-        than the prior's context are scored with a sliding window (pipelines/scoring.py).
+        than the prior's context are scored with a sliding window (priors/likelihood.py).
+        `ensemble=N`: each example by the prior's test-time ensemble of its first N orderings
+        (MADE's masks), -log of the mean likelihood; totals only, no per-token values.
         Under a multi-process launch each process scores a shard. `progress`: a bar over the
         tokens scored."""
         if examples is None:
@@ -324,7 +326,7 @@ class Pipeline:
         score = score_examples(self.prior, self.ordered_tokenizer, [examples[i] for i in keep],
                                [labels[i] for i in keep] if labels is not None else None,
                                [ids[i] for i in keep], batch_size, per_token, process_state(),
-                               progress=progress)
+                               progress=progress, ensemble=ensemble)
         if per_token and not self.ordering.identity:  # surprise maps are drawn in data order
             for e in score.per_example or []:
                 if e.token_nats is not None:

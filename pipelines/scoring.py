@@ -1,23 +1,22 @@
-"""Likelihood: the one place where tokar computes log p(data), for training evaluation, `tokar
-score`, and everything built on per-token and per-example NLL (compression, anomaly detection).
+"""Scoring: the exact NLL of a data set in the data's own units (bits per character, per
+subpixel, per audio sample), for `tokar score`, the trainer's validation, and everything built on
+per-example NLL (anomaly detection, surprise maps). The per-token -log p itself comes from
+priors/likelihood.py (`token_nll`, `stream_nll`), the one place it is computed.
 
-Three levels, each built on the one before:
-- `token_nll(model, prior, x, cond)`: -log p(x_t | x_<t) for a batch, (B, T) nats, through the
-  prior's head (`prior.distribution.log_prob`). `model` is the prior or a wrapper of it (DDP,
-  torch.compile), which must be called, not bypassed.
-- `stream_nll(prior, x, cond)`: the same for one sequence of any length, (T,): windows of the
-  prior's context for bounded priors (GPT: stride half a window, so every token is predicted
-  from at least half a context of real history), or exactly, with the state carried along, for
-  unbounded ones (LSTM, WaveNet).
-- `score_examples(prior, tokenizer, examples, ...)` for a data set, and `score_batches(...)`
-  for the trainer's validation windows: a `Score` in the data's own units (bits per character,
-  per subpixel, per audio sample), optionally one `ExampleScore` per example. Under
-  `accelerate launch` / `torchrun` every process scores its shard (example i goes to process
-  i mod P) and the results are gathered, so scoring scales out like training.
+- `score_examples(prior, tokenizer, examples, ...)` for a data set: a `Score`, optionally one
+  `ExampleScore` per example. Grid examples go through the prior in batches, sequences one at a
+  time through `stream_nll`; with `ensemble=N` each example is scored by the prior's ensemble of
+  orderings (MADE's masks: -log of the mean of the first N masks' likelihoods, totals only).
+  Under `accelerate launch` / `torchrun` every process scores its shard (example i goes to
+  process i mod P) and the results are gathered, so scoring scales out like training.
+- `score_batches(...)` for the trainer's validation windows, reduced across processes.
 
 Continuous tokenizers add `tokenizer.discretization_nats()` per position: the density of the
 standardised values becomes the probability of the data quantized at the tokenizer's stated step,
 so a continuous model's bits compare with a discrete model's of the same signal.
+
+Not here: -log p itself (priors/likelihood.py), reading data files (pipelines/cli/main.py), the
+detection scores built on these (pipelines/detection).
 """
 
 from __future__ import annotations
@@ -32,56 +31,11 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from pipelines.io.progress import progress_bar
-from plugins.errors import DataError
+from plugins.errors import DataError, TokarError
 from priors.base import Prior
+from priors.likelihood import stream_nll, token_nll
 
 LN2 = math.log(2)
-
-
-def token_nll(model: torch.nn.Module, prior: Prior, x: torch.Tensor,
-              cond: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-position NLL (B, T) in nats of x (B, T[, D]) through `model` (the prior or a wrapper)."""
-    return -prior.distribution.log_prob(model(x, cond), x)
-
-
-def stream_nll(prior: Prior, x: torch.Tensor, cond: torch.Tensor | None = None,
-               batch_size: int = 64) -> torch.Tensor:
-    """Per-position NLL (T,) of one sequence x (T[, D]). `cond`: its class label, (1,)."""
-    window, T = prior.max_length, x.size(0)
-    if window is None:
-        return _stateful_nll(prior, x, cond)
-    if window >= T:
-        return token_nll(prior, prior, x[None], cond)[0]
-    stride = max(1, window // 2)
-    # Window w covers [s, s + window) and scores the positions no earlier window scored.
-    starts = list(range(0, T - window + 1, stride))
-    if starts[-1] + window < T:
-        starts.append(T - window)
-    pieces, scored_to = [], 0
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i : i + batch_size]
-        batch = torch.stack([x[s : s + window] for s in chunk])
-        c = cond.expand(len(chunk)) if cond is not None else None
-        for row, s in zip(token_nll(prior, prior, batch, c), chunk, strict=True):
-            pieces.append(row[scored_to - s :])
-            scored_to = s + window
-    return torch.cat(pieces)
-
-
-def _stateful_nll(prior: Prior, x: torch.Tensor, cond: torch.Tensor | None,
-                  chunk: int = 4096) -> torch.Tensor:
-    """Through init_state/step in chunks: exact for priors without a context limit, memory
-    bounded."""
-    params, state = prior.init_state(1, cond)
-    pieces = []
-    for s in range(0, x.size(0), chunk):
-        piece = x[s : s + chunk][None]
-        step_params, state = prior.step(state, piece)
-        # piece[0] is predicted by the previous step's params; the last output is the next's
-        all_params = torch.cat([params[:, None], step_params[:, :-1]], dim=1)  # (1, n, P)
-        pieces.append(-prior.distribution.log_prob(all_params, piece)[0])
-        params = step_params[:, -1]
-    return torch.cat(pieces) if pieces else x.new_zeros(0, dtype=torch.float32)
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -143,15 +97,21 @@ class Score:
 def score_examples(prior: Prior, tokenizer: Any, examples: Sequence[Any],
                    labels: Sequence[int] | None = None, ids: Sequence[str] | None = None,
                    batch_size: int = 64, per_token: bool = False,
-                   state: PartialState | None = None, progress: bool = False) -> Score:
+                   state: PartialState | None = None, progress: bool = False,
+                   ensemble: int | None = None) -> Score:
     """Exact NLL of every example, in the tokenizer's units, with one ExampleScore each.
     Grid examples go through the prior `batch_size` at a time; sequences one at a time through
-    `stream_nll`. Under a multi-process launch each process scores its shard."""
+    `stream_nll`. `ensemble=N`: each example's NLL is -log of the mean likelihood under the
+    prior's first N orderings (`Prior.ensemble_log_prob`); there are no per-token values then.
+    Under a multi-process launch each process scores its shard."""
     if not examples:
         raise DataError("nothing to score: the data is empty.")
     if prior.num_classes and labels is None:
         raise DataError("this prior is class-conditional: scoring needs labelled data "
                         "(tokar score RUN_DIR DATA --class C).")
+    if ensemble is not None and per_token:
+        raise TokarError(f"per-token NLL is not defined for an ensemble of orderings (ensemble="
+                         f"{ensemble}): each ordering splits log p(x) differently; drop one of them")
     state = state or PartialState()
     ids = list(ids) if ids is not None else [str(i) for i in range(len(examples))]
     mine = list(range(state.process_index, len(examples), state.num_processes))
@@ -160,29 +120,34 @@ def score_examples(prior: Prior, tokenizer: Any, examples: Sequence[Any],
     offset = tokenizer.discretization_nats()
     encoded = {i: tokenizer.encode(examples[i]) for i in mine}
     values = {i: _flat(e, prior) for i, e in encoded.items()}
+    # per example: (T,) per-token nats, or with an ensemble its total, a 0-dim tensor
     nll: dict[int, torch.Tensor] = {}
     bar = progress_bar(total=sum(int(values[i].shape[0]) for i in mine), desc="scoring", unit="token",
                        disable=not (progress and state.is_main_process), leave=False)
+    step = batch_size if prior.layout.kind == "grid" else 1  # grids stack; sequences vary in length
     with bar:
-        if prior.layout.kind == "grid":
-            for b in range(0, len(mine), batch_size):
-                rows = mine[b : b + batch_size]
+        for b in range(0, len(mine), step):
+            rows = mine[b : b + step]
+            c = torch.as_tensor([labels[i] for i in rows], device=device) if prior.num_classes else None
+            if ensemble is not None:
                 x = torch.stack([values[i] for i in rows]).to(device)
-                c = torch.as_tensor([labels[i] for i in rows], device=device) if prior.num_classes else None
-                for i, row in zip(rows, token_nll(prior, prior, x, c), strict=True):
-                    nll[i] = row
-                bar.update(int(x.shape[0] * x.shape[1]))
-        else:
-            for i in mine:
-                c = torch.tensor([labels[i]], device=device) if prior.num_classes else None
-                nll[i] = stream_nll(prior, values[i].to(device), c, batch_size)
-                bar.update(int(values[i].shape[0]))
+                nll.update(zip(rows, -prior.ensemble_log_prob(x, c, ensemble), strict=True))
+            elif prior.layout.kind == "grid":
+                x = torch.stack([values[i] for i in rows]).to(device)
+                nll.update(zip(rows, token_nll(prior, prior, x, c), strict=True))
+            else:
+                nll[rows[0]] = stream_nll(prior, values[rows[0]].to(device), c, batch_size)
+            bar.update(sum(int(values[i].shape[0]) for i in rows))
     results = []
     for i in mine:
-        token_nats = nll[i].double().cpu() + offset
-        results.append((i, ExampleScore(ids[i], int(token_nats.numel()),
-                                        tokenizer.unit_counts(examples[i]), float(token_nats.sum()),
-                                        token_nats.tolist() if per_token else None)))
+        tokens = int(values[i].size(0))
+        if ensemble is not None:
+            nats, token_nats = float(nll[i].double().cpu()) + offset * tokens, None
+        else:
+            per = nll[i].double().cpu() + offset
+            nats, token_nats = float(per.sum()), per.tolist() if per_token else None
+        results.append((i, ExampleScore(ids[i], tokens, tokenizer.unit_counts(examples[i]), nats,
+                                        token_nats)))
     if state.num_processes > 1:
         results = sorted(gather_object(results))  # every process's share, back in data order
     return _summed([r for _, r in results], tokenizer.unit, offset)

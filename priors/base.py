@@ -12,13 +12,15 @@ head (`prior: {head: {name: ...}}`, categorical by default); `self.distribution`
 Three ways to evaluate the same distribution, which the contract tests hold equal:
 - `forward(x, cond)`: teacher forcing, all positions at once. params[:, t] describe
   p(x_t | x_<t), so position 0 is predicted from a start token and the whole sequence is scored.
-- `log_prob(x, cond)`: exact log-likelihood in nats, (B,): the head's log_prob summed.
+- `log_prob(x, cond)`: exact log-likelihood in nats, (B,): the head's log_prob summed
+  (priors/likelihood.py, the one place -log p is computed).
 - incremental decoding: `init_state(B, cond)` returns the params of the first position and a
   state; `step(state, x)` appends x (B, k[, D]) and returns the params of the position after each
   of them, (B, k, n_params). The state is whatever makes that fast: a KV cache, LSTM (h, c),
   activation queues.
-Optional: `reorder_state` (beam search) and `rewind` with `max_rewind` (speculative decoding),
-and `exact_coder_class`: the integer-exact coding step of priors/integer.py, whose pmfs are the
+Optional: `reorder_state` (beam search), `rewind` with `max_rewind` (speculative decoding),
+`ensemble_log_prob` for a prior trained over several orderings (MADE's masks), and
+`exact_coder_class`: the integer-exact coding step of priors/integer.py, whose pmfs are the
 same on every machine (portable compression); `exact_coder()` builds one from the weights.
 """
 
@@ -36,12 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from plugins.errors import CheckpointError, CompressionError, DecodingError
+from plugins.errors import CheckpointError, CompressionError, DecodingError, TokarError
 from plugins.registry import Registry
 from plugins.resources import built_within_memory
 from plugins.shared import Layout, ValueSpace, read_config, write_config
 from priors.heads import build_head
 from priors.heads.base import Head, head_spec
+from priors.likelihood import token_nll
 
 if TYPE_CHECKING:
     from priors.integer import ExactCoder
@@ -214,11 +217,18 @@ class Prior(nn.Module, ABC):
     # -- shared behaviour ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood of each sequence in nats, (B,)."""
-        return self.distribution.log_prob(self(x, cond), x).sum(dim=1)
+        return -token_nll(self, self, x, cond).sum(dim=1)
 
     def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per position (the training objective)."""
-        return -self.distribution.log_prob(self(x, cond), x).mean()
+        return token_nll(self, self, x, cond).mean()
+
+    def ensemble_log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                          n: int | None = None) -> torch.Tensor:
+        """log (1/n) sum_k p_k(x), (B,): the test-time ensemble of the first n (default all) of
+        the orderings the prior was trained over. Only priors trained over several orderings
+        (MADE's masks) have one."""
+        raise TokarError(f"prior '{self.name}' has no ensemble of orderings; drop --ensemble")
 
     def fingerprint(self) -> str:
         """The model's identity: SHA-256 (16 hex digits) of its class, vocabulary, config and every

@@ -16,8 +16,9 @@ layers. Degrees (0-based, as in Karpathy's pytorch-made):
 each has its own random ordering, with `connectivity_agnostic` its own hidden degrees. Mask 0
 keeps the natural (raster) ordering: it is the one `forward`, scoring and decoding use, so MADE
 meets the same chain-rule contract as every prior. `ensemble_log_prob` averages the
-probabilities of the first n masks at test time, log (1/n) sum_k p_k(x), the paper's ensemble;
-`mask_log_probs` gives each mask's own log-likelihood.
+probabilities of the first n masks at test time, log (1/n) sum_k p_k(x), the paper's ensemble
+(`tokar score RUN --ensemble N`, `Pipeline.score(ensemble=N)`); `mask_log_probs` gives each
+mask's own log-likelihood (priors/likelihood.py `nll` on that mask's params).
 
 Heads: Bernoulli (binarized MNIST, as in the paper), categorical, and on real values the
 Gaussian mixture (MADE-MoG, the paper's continuous variant), through `priors.base.embedding`.
@@ -37,9 +38,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from plugins.errors import TokarError
 from plugins.registry import Registry
 from plugins.shared import Layout
 from priors.fixed_length import FixedLengthConfig, FixedLengthPrior, FixedLengthState
+from priors.likelihood import nll
 
 
 class MADEConfig(FixedLengthConfig):
@@ -128,17 +131,31 @@ class MADE(FixedLengthPrior):
         return self._run(x, k)
 
     # -- test-time ensembles -------------------------------------------------------------------
+    def _ensemble_size(self, n: int | None) -> int:
+        if n is None:
+            return self.config.n_masks
+        if not 1 <= n <= self.config.n_masks:
+            raise TokarError(f"an ensemble of {n} masks was asked for, but this MADE was trained "
+                             f"over {self.config.n_masks} (prior.n_masks); give 1 to "
+                             f"{self.config.n_masks}")
+        return n
+
     @torch.no_grad()
     def mask_log_probs(self, x: torch.Tensor, n: int | None = None) -> torch.Tensor:
         """log p_k(x) in nats under each of the first n masks (default all): (n, B)."""
-        n = self.config.n_masks if n is None else min(n, self.config.n_masks)
+        n = self._ensemble_size(n)
         T = x.size(1)
+        if self.length < T:
+            raise TokarError(f"a sequence of {T} positions was given, but MADE's masks span "
+                             f"{self.length} (prior.block_size): its ensemble scores whole "
+                             "sequences only; score without an ensemble (windows) or shorter data")
         padded = F.pad(x, (0, 0, 0, self.length - T) if self.space.continuous else (0, self.length - T))
-        return torch.stack([self.distribution.log_prob(self._run(padded, k)[:, :T], x).sum(1)
-                            for k in range(n)])
+        return torch.stack([-nll(self, self._run(padded, k)[:, :T], x).sum(1) for k in range(n)])
 
-    def ensemble_log_prob(self, x: torch.Tensor, n: int | None = None) -> torch.Tensor:
-        """log (1/n) sum_k p_k(x): the ensemble of the first n masks (default all), (B,)."""
+    def ensemble_log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                          n: int | None = None) -> torch.Tensor:
+        """log (1/n) sum_k p_k(x): the ensemble of the first n masks (default all), (B,).
+        `cond` is ignored, as in `forward`: MADE is unconditional."""
         lp = self.mask_log_probs(x, n)
         return torch.logsumexp(lp, 0) - math.log(lp.size(0))
 

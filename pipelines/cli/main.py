@@ -3,7 +3,7 @@
     tokar train RECIPE [key=value ...] [~key ...] [--run-dir DIR]
     tokar train --resume RUN_DIR [key=value ...]
     tokar sample RUN_DIR [-n N] [--temperature T] [--top-k K] [--seed S] [--class C] [--out PATH]
-    tokar score RUN_DIR [DATA]
+    tokar score RUN_DIR [DATA] [--per-example OUT.jsonl] [--ensemble N]
     tokar validate RECIPE [key=value ...]
     tokar codes verify RUN_DIR [--split S] [--limit N]
     tokar plot RUN_DIR [--out PATH]
@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-example", metavar="OUT.jsonl", help="also write one JSON line per "
                    "example: id, tokens, units, nats, bits per unit ('-': standard output, the summary "
                    "then goes to stderr)")
+    p.add_argument("--ensemble", type=int, metavar="N", help="score by the test-time ensemble "
+                   "of the prior's first N orderings (made: its masks): each example's NLL is "
+                   "-log of the mean of the N likelihoods. Per-token values are not defined "
+                   "then: --per-example gives each example's totals only")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -310,7 +314,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     ids, examples = (None, None) if args.data is None else \
         read_examples(Path(args.data), pipe.tokenizer.modality)
     label = None if args.label is None else pipe.class_index(args.label)
-    score = pipe.score(examples, labels=label, ids=ids, progress=True)
+    score = pipe.score(examples, labels=label, ids=ids, progress=True, ensemble=args.ensemble)
     if not process_state().is_main_process:  # data-parallel scoring: the main process reports
         return 0
     if args.per_example:

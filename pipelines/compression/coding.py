@@ -52,6 +52,7 @@ import torch
 from plugins.errors import CompressionError
 from priors.base import Prior
 from priors.heads.base import PMF_PRECISION
+from priors.likelihood import nll
 
 PRECISION = PMF_PRECISION  # bits of the integer pmfs: every value gets at least 1 / 2**16
 
@@ -98,10 +99,10 @@ def fixed_threads(n: int) -> Iterator[None]:
 
 @dataclass
 class CodingStats:
-    """What coding cost against what the model predicts: `model_nats` sums the head's own
-    -log p of the coded tokens (the float cross-entropy), `pmf_bits` the ideal code length of
-    the integer pmfs the coder used; the coded stream's size is within a few bytes of the
-    latter."""
+    """What coding cost against what the model predicts: `model_nats` sums the model's own
+    -log p of the coded tokens (the float cross-entropy, priors/likelihood.py `nll`), `pmf_bits`
+    the ideal code length of the integer pmfs the coder used; the coded stream's size is within
+    a few bytes of the latter."""
 
     tokens: int = 0
     model_nats: float = 0.0
@@ -155,8 +156,7 @@ class FloatStepper:
 
     def model_nats(self, rows: np.ndarray, coded: np.ndarray) -> float:
         params = self.params[torch.from_numpy(rows).to(self.device)]
-        return -float(self.prior.distribution.log_prob(
-            params, torch.from_numpy(coded).to(self.device)).double().sum())
+        return float(nll(self.prior, params, torch.from_numpy(coded).to(self.device)).double().sum())
 
 
 # code(active rows, probabilities (a, V) float64, tokens (a,) or None) -> tokens (a,) int64

@@ -18,10 +18,11 @@ Four scores, each higher = more anomalous, each in bits per data unit:
 
 Thresholds and p-values (conformal, as PixelDefend's rank p-values): the run's validation split
 (a uniform subsample of up to `calibration_examples`) is scored once, the per-example parts stored
-in RUN_DIR/detect/calibration*.json (atomically, keyed by a hash of the prior's weights, reused by
-later calls and extended when a later call needs a background run or compressor it lacks). The
-p-value of a score s among n calibration scores is (1 + #{v >= s}) / (n + 1); an input is flagged
-when p <= fpr, i.e. when s exceeds the threshold, the ceil((n+1) fpr)-th largest calibration score,
+in RUN_DIR/detect/calibration*.json (atomically, keyed by `Prior.fingerprint()`, the model's one
+identity: the tokenizer is the run's own, and a background run must share it), reused by later
+calls and extended when a later call needs a background run or compressor it lacks. The p-value
+of a score s among n calibration scores is (1 + #{v >= s}) / (n + 1); an input is flagged when
+p <= fpr, i.e. when s exceeds the threshold, the ceil((n+1) fpr)-th largest calibration score,
 which keeps the false-positive rate at most `fpr` on exchangeable in-distribution data.
 
 Class-conditional runs are scored by the marginal p(x) = sum_c p(x|c) / C (labels are unknown at
@@ -34,7 +35,6 @@ trained on outliers (outlier exposure) and gradient-based scores.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pipelines.detection.complexity import check_compressor, compressed_bits, default_compressor
 from pipelines.detection.data import cut_passages
@@ -75,18 +74,6 @@ class Components:
     background_bits: np.ndarray | None = None
     complexity_bits: np.ndarray | None = None
     token_nats: list[list[float]] | None = None  # per position (surprise maps)
-
-
-def weights_hash(prior: torch.nn.Module) -> str:
-    """Identifies a prior's weights: calibration scores are valid for these weights only."""
-    h = hashlib.sha256()
-    for key, value in sorted(prior.state_dict().items()):
-        h.update(key.encode())
-        if torch.is_tensor(value):
-            v = value.detach().cpu()
-            h.update(str(v.dtype).encode())
-            h.update((v.float() if v.is_floating_point() else v).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def example_bits(pipe: Pipeline, examples: list[Any], ids: list[str],
@@ -139,13 +126,13 @@ def check_background(pipe: Pipeline, bg: Pipeline) -> None:
 class Calibration:
     """Per-example parts of the validation scores, stored in the run and reused."""
 
-    prior: str  # weights_hash of the prior they were computed with
+    prior: str  # Prior.fingerprint() of the prior they were computed with
     limit: int
     passage: int | None  # text: characters per passage
     ids: list[str]
     bits: list[float]
     complexity: dict[str, list[float]] = field(default_factory=dict)  # compressor -> bits/unit
-    backgrounds: dict[str, list[float]] = field(default_factory=dict)  # background hash -> bits/unit
+    backgrounds: dict[str, list[float]] = field(default_factory=dict)  # bg fingerprint -> bits/unit
 
     def components(self, background: str | None = None, compressor: str | None = None) -> Components:
         return Components(self.ids, np.array(self.bits),
@@ -206,13 +193,13 @@ def calibrate(pipe: Pipeline, *, background: Pipeline | None = None, compressor:
               limit: int = DEFAULT_CALIBRATION_EXAMPLES) -> Calibration:
     """The calibration of `pipe` with the parts asked for: read from the run directory when it
     is there and valid for these weights, completed and written back when parts are missing."""
-    prior = weights_hash(pipe.prior)
+    prior = pipe.prior.fingerprint()
     path = calibration_path(pipe.run_dir, passage) if pipe.run_dir is not None else None
     calib = read_calibration(path) if path is not None and path.exists() else None
     if calib is not None and (calib.prior != prior or calib.limit != limit):
         logger.info("%s was made for other weights or another size; calibrating again", path)
         calib = None
-    bg_key = weights_hash(background.prior) if background is not None else None
+    bg_key = background.prior.fingerprint() if background is not None else None
     missing = calib is None or (bg_key is not None and bg_key not in calib.backgrounds) or \
         (compressor is not None and compressor not in calib.complexity)
     if not missing:
@@ -381,7 +368,7 @@ def detect(pipe: Pipeline, examples: list[Any], method: str = "likelihood", *,
         compressor = None
     calib = calibrate(pipe, background=bg, compressor=compressor,
                       passage=text_passage(pipe, examples), limit=calibration_examples)
-    bg_key = weights_hash(bg.prior) if bg is not None else None
+    bg_key = bg.prior.fingerprint() if bg is not None else None
     ref = calib.components(bg_key, compressor)
 
     bits, token_nats = example_bits(pipe, examples, ids, per_token)

@@ -133,7 +133,7 @@ def evaluate(pipe: Pipeline, in_examples: list[Any], ood_examples: list[Any], *,
         compressor = None
     calib = detectors.calibrate(pipe, background=bg, compressor=compressor,
                         passage=detectors.text_passage(pipe, in_examples), limit=calibration_examples)
-    ref = calib.components(detectors.weights_hash(bg.prior) if bg is not None else None, compressor)
+    ref = calib.components(bg.prior.fingerprint() if bg is not None else None, compressor)
     entropy = float(ref.bits.mean())
     parts_in = _parts(pipe, in_examples, in_ids, bg, compressor)
     parts_ood = _parts(pipe, ood_examples, ood_ids, bg, compressor)

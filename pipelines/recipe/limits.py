@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from pipelines.scoring import token_nll
 from plugins.errors import RecipeError
 from plugins.registry import Registry
 from plugins.resources import MetaShapes, check_fits, gib, machine_memory
 from priors.base import construct
+from priors.likelihood import token_nll
 from tokenizers_ar.base import Layout
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ def estimate_training(prior_cls: type, config: Any, vocab_size: int, layout: Any
                       seq_len: int | None) -> TrainingEstimate | None:
     """Parameters and activation bytes of training `prior_cls(config)` on (batch_size, T) batches;
     None when the prior cannot be built on the meta device."""
-
     prior = build_on_meta(prior_cls, config, vocab_size, layout)
     if prior is None:
         return None

@@ -9,7 +9,8 @@ samples agrees with it more often than one trained on the data, which is what a 
 The source samples `n_samples` sequences of `length` tokens from the run (batched, at
 `temperature`, seeded), decodes them, and serves them as one text stream like the `text` source:
 training text first, the last `val_fraction` of the samples for validation. The samples are
-cached under $TOKAR_CACHE_DIR/teacher_samples, keyed by the run's weights and these settings.
+cached under $TOKAR_CACHE_DIR/teacher_samples, keyed by the teacher's identity (its prior's and
+tokenizer's fingerprints, not the files' paths or times) and these settings.
 Use the teacher's own tokenizer (`tokenizer.pretrained: RUN`): a draft must speak the target's
 token ids.
 Not here: token-level distillation on the teacher's logits (a KL loss in the training loop),
@@ -68,16 +69,16 @@ class TeacherSamplesSource(Source):
         if not weights.is_file():
             raise DataError(f"teacher_samples source: {run} is not a trained run (no "
                             f"{weights.relative_to(run)}); set data.run to a run directory.")
-        stat = weights.stat()
-        key = hashlib.sha256(json.dumps([str(run.resolve()), stat.st_size, stat.st_mtime_ns,
+        teacher = Pipeline.load(run)
+        # The teacher's identity, not its files': a copied or touched run reuses the samples,
+        # retrained weights (or another tokenizer, which decodes them) draw new ones.
+        key = hashlib.sha256(json.dumps([teacher.prior.fingerprint(), teacher.tokenizer.fingerprint(),
                                          c.n_samples, c.length, c.temperature, c.sample_seed],
                                         ).encode()).hexdigest()[:16]
         cache = Path(os.environ.get("TOKAR_CACHE_DIR", Path.home() / ".cache" / "tokar"))
         path = cache / "teacher_samples" / f"{key}.json"
         if path.is_file():
             return json.loads(path.read_text())
-
-        teacher = Pipeline.load(run)
         if teacher.tokenizer.modality != "text":
             raise DataError(f"teacher_samples source: {run} models {teacher.tokenizer.modality}; "
                             "only text runs can be distilled this way.")

@@ -40,9 +40,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.scoring import token_nll
 from plugins.errors import TokarError
 from priors.base import Prior
+from priors.likelihood import nll, token_nll
 from priors.lstm import LSTM
 
 
@@ -121,7 +121,7 @@ class ScheduledSampling:
         with torch.no_grad():
             guess = head.sample(model(ids, cond), self.config.temperature, g)  # (B, T[, D])
         mixed = self._mix(ids, guess, p, g, head.continuous)
-        return -head.log_prob(model(mixed, cond), ids)
+        return nll(prior, model(mixed, cond), ids)
 
     def _sequential(self, prior: Prior, ids, cond, p, g) -> torch.Tensor:
         head, T = prior.distribution, ids.size(1)
@@ -134,4 +134,4 @@ class ScheduledSampling:
             step, state = prior.step(state, x)
             params = step[:, -1]
             outs.append(params)
-        return -head.log_prob(torch.stack(outs, 1), ids)
+        return nll(prior, torch.stack(outs, 1), ids)

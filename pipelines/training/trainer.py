@@ -45,11 +45,12 @@ from pipelines.io.progress import budget_total, progress_bar
 from pipelines.io.safe import writing
 from pipelines.recipe.loader import TrainConfig
 from pipelines.runs.rundir import finite
-from pipelines.scoring import LN2, Score, score_batches, token_nll
+from pipelines.scoring import LN2, Score, score_batches
 from pipelines.training import checkpoint
 from pipelines.training.scheduled_sampling import ScheduledSampling
 from plugins.errors import DataError, TokarError
 from priors.base import Prior
+from priors.likelihood import token_nll
 
 logger = logging.getLogger(__name__)
 __all__ = ["LN2", "TrainResult", "Trainer", "make_accelerator", "process_state"]

@@ -162,7 +162,7 @@ def test_detect_calibrates_once_stores_the_calibration_and_reuses_it(runs, monke
     path = runs / "run" / "detect" / "calibration.json"
     saved = json.loads(path.read_text())
     assert result.calibration_examples == len(saved["ids"]) == 180  # the validation split
-    assert saved["prior"] == detectors.weights_hash(pipe.prior)
+    assert saved["prior"] == pipe.prior.fingerprint()
     assert all(d.anomalous and d.p_value <= 0.05 for d in result.detections)  # noise
     assert result.threshold == detectors.threshold_at(np.array(saved["bits"]), 0.05)
     calls = []

@@ -3,9 +3,15 @@ for that run (speculative decoding through the pipeline); what cannot work is a 
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
+import torch
 
 from pipelines import Pipeline
+from pipelines.training import distill
 from pipelines.training.distill import TeacherSamplesSource
 from plugins.errors import DataError
 from tests.conftest import need_shakespeare
@@ -36,3 +42,41 @@ def test_a_distilled_draft_drafts_for_its_teacher(tmp_path):
     assert spec.proposed > 0
     with pytest.raises(DataError, match="not a trained run"):
         TeacherSamplesSource(run=str(tmp_path)).load()
+
+
+def test_the_samples_are_keyed_by_the_teachers_identity_not_its_files(tmp_path, monkeypatch):
+    """The cache is reused for the same teacher (a touched or copied run included) and rebuilt
+    when the teacher's weights change."""
+    need_shakespeare()
+    run = tmp_path / "teacher"
+    Pipeline.from_recipe("recipes/debug/char_gpt.yaml", ["train.max_steps=2", "train.eval_samples=0"]
+                         ).train(run, progress=False)
+    calls = []
+    real = distill.generate
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "generate", counted)
+    monkeypatch.setenv("TOKAR_CACHE_DIR", str(tmp_path / "cache"))
+
+    def samples(at: Path) -> list[str]:
+        return TeacherSamplesSource(run=str(at), n_samples=2, length=8, batch_size=2)._samples()
+
+    first = samples(run)
+    assert len(calls) == 1
+    weights = run / "prior" / "model.safetensors"
+    later = weights.stat().st_mtime_ns + 5_000_000_000
+    os.utime(weights, ns=(later, later))  # touched, same weights: the cache holds
+    assert samples(run) == first and len(calls) == 1
+    shutil.copytree(run, tmp_path / "copy")  # the same teacher elsewhere: the cache holds
+    assert samples(tmp_path / "copy") == first and len(calls) == 1
+
+    teacher = Pipeline.load(run)
+    with torch.no_grad():
+        next(teacher.prior.parameters()).add_(1.0)  # other weights: other samples, drawn anew
+    teacher.prior.save(run / "prior")
+    samples(run)
+    assert len(calls) == 2
+    assert len(list((tmp_path / "cache" / "teacher_samples").glob("*.json"))) == 2

@@ -4,6 +4,7 @@ example (and data-parallel under torchrun), and training evaluation agreeing wit
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import torch
 
 from pipelines import Pipeline
 from pipelines.cli.main import main
-from pipelines.scoring import stream_nll, token_nll
+from plugins.errors import TokarError
 from plugins.shared import Layout
 from priors import GPT, LSTM, GPTConfig, LSTMConfig
+from priors.likelihood import stream_nll, token_nll
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "recipes" / "debug" / "pixel_gpt.yaml"
+MADE_MOG = ROOT / "recipes" / "tabular" / "real_made_mog.yaml"
 
 
 def test_a_stream_is_scored_by_carried_state_or_by_half_overlapping_windows():
@@ -86,3 +89,40 @@ def test_two_processes_score_their_shards_and_agree_with_one(digits_run, tmp_pat
     b = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert [r["id"] for r in a] == [r["id"] for r in b]  # gathered back in data order
     assert [r["nats"] for r in b] == pytest.approx([r["nats"] for r in a], rel=1e-5)
+
+
+def test_tokar_score_ensembles_mades_masks(tmp_path, capsys):
+    """`--ensemble N`: each example's NLL is -log of the mean of the first N masks' likelihoods,
+    the logsumexp by hand here; one mask is the plain score."""
+    run = tmp_path / "made"
+    Pipeline.from_recipe(MADE_MOG, ["train.max_steps=20", "train.eval_every=20", "prior.n_hidden=16",
+                                    "prior.n_masks=4", "sample.n=1"]).train(run, progress=False)
+    out = tmp_path / "each.jsonl"
+    assert main(["-q", "score", str(run), "--ensemble", "3", "--per-example", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(got) == summary["examples"] == 114 and "token_nats" not in got[0]
+
+    pipe = Pipeline.load(run)
+    rows = pipe.recipe.data.cls(pipe.recipe.data.config).load()["validation"]["example"]
+    x = torch.stack([pipe.encode(e).float() for e in rows]).view(len(rows), 30, 1)
+    with torch.no_grad():
+        head, prior = pipe.prior.distribution, pipe.prior
+        per_mask = torch.stack([head.log_prob(prior._run(x, k), x).sum(1) for k in range(3)])
+    offset = 30 * pipe.tokenizer.discretization_nats()
+    want = -(torch.logsumexp(per_mask.double(), 0) - math.log(3)) + offset
+    assert [r["nats"] for r in got] == pytest.approx(want.tolist(), rel=1e-5, abs=1e-4)
+
+    plain = [e.nats for e in pipe.score().per_example]  # mask 0 alone
+    assert [e.nats for e in pipe.score(ensemble=1).per_example] == pytest.approx(plain, rel=1e-5, abs=1e-4)
+    assert sum(abs(a["nats"] - b) > 1e-3 for a, b in zip(got, plain, strict=True)) > 100
+    with pytest.raises(TokarError, match="per-token NLL is not defined"):
+        pipe.score(per_token=True, ensemble=2)
+    assert main(["-q", "score", str(run), "--ensemble", "5"]) == 2  # trained over 4 masks
+    assert "trained over 4 (prior.n_masks)" in capsys.readouterr().err
+
+
+def test_an_ensemble_of_a_gpt_run_is_one_clear_error(digits_run, capsys):
+    assert main(["-q", "score", str(digits_run), "--ensemble", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: prior 'gpt' has no ensemble of orderings; drop --ensemble"

@@ -12,7 +12,6 @@ from safetensors.torch import load_file
 
 from pipelines import Pipeline
 from pipelines.recipe.loader import load_recipe
-from pipelines.scoring import token_nll
 from pipelines.training.scheduled_sampling import (
     ScheduledSampling,
     ScheduledSamplingConfig,
@@ -21,6 +20,7 @@ from pipelines.training.scheduled_sampling import (
 from plugins.errors import RecipeError
 from plugins.shared import Layout
 from priors import GPT, LSTM, GPTConfig, LSTMConfig
+from priors.likelihood import token_nll
 from tests.conftest import need_shakespeare
 
 ROOT = Path(__file__).resolve().parents[2]
