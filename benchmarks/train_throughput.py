@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit  # noqa: E402
 
-from priors.base import token_nll  # noqa: E402
 from priors.gpt import GPT, GPTConfig  # noqa: E402
+from priors.likelihood import token_nll  # noqa: E402
 from tokenizers_ar import Layout  # noqa: E402
 
 CONFIGS = {
@@ -51,7 +51,7 @@ def hf(c):
 
 
 def ours_loss(model, ids):
-    return token_nll(model(ids), ids).mean()
+    return token_nll(model, model, ids).mean()
 
 
 def hf_loss(model, ids):

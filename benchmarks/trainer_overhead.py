@@ -25,7 +25,7 @@ from _common import emit  # noqa: E402
 from pipelines import Pipeline  # noqa: E402
 from pipelines.data.sources import tokenize  # noqa: E402
 from pipelines.training.trainer import Trainer, lr_lambda, make_accelerator, param_groups  # noqa: E402
-from priors.base import token_nll  # noqa: E402
+from priors.likelihood import token_nll  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "shakespeare" / "char_gpt.yaml"
 
@@ -40,7 +40,7 @@ def bare(prior, stream, cfg, steps: int) -> float:
     for _ in range(steps):
         ix = torch.randint(len(data) - 64, (cfg.batch_size,), generator=g)
         ids = torch.stack([data[i : i + 64] for i in ix])
-        loss = token_nll(prior(ids), ids).mean()
+        loss = token_nll(prior, prior, ids).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
         opt.step()
