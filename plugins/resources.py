@@ -58,3 +58,19 @@ def check_fits(needed: float, what: str, fix: str, limit: float | None = None,
     if needed > limit:
         raise error(f"{what} needs an estimated {gib(needed)}, more than the {gib(limit)} of memory "
                     f"available ({'set by ' + ENV if os.environ.get(ENV) else 'this machine'}); {fix}")
+
+
+def use_threads(n: int | None, what: str = "--threads") -> None:
+    """Set torch's intra-op threads to `n` (None: leave torch's default, one per core), and its
+    inter-op threads too while that is still possible: torch allows that once, before any
+    parallel work, and raises afterwards, so a later call keeps what it has. For shared machines,
+    where torch's default takes every core."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ResourceError(f"{what} must be a whole number of at least 1, got {n!r}.")
+    import torch  # here, not at the top: the bottom layer stays importable without torch loaded
+
+    torch.set_num_threads(n)
+    with contextlib.suppress(RuntimeError):  # inter-op pool already started: intra-op is what counts
+        torch.set_num_interop_threads(n)

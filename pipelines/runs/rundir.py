@@ -43,7 +43,7 @@ STATUSES = ("preparing", "running", "complete", "saved")
 RESUMABLE = ("train.max_steps", "train.eval_every", "train.eval_samples", "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
              "train.early_stopping_min_delta", "train.num_workers", "train.log_with",
-             "train.memory_limit_gb", "sample")
+             "train.memory_limit_gb", "train.threads", "sample")
 
 
 def require_run_dir(run_dir: Path) -> None:

@@ -52,6 +52,7 @@ from pipelines.training.trainer import Trainer, TrainResult, make_accelerator, p
 from plugins.errors import DataError, RecipeError, TokarError
 from plugins.manager import tokar_version
 from plugins.registry import Registries
+from plugins.resources import use_threads
 
 if TYPE_CHECKING:
     from pipelines.pipeline import Pipeline
@@ -70,6 +71,7 @@ class TrainingRun:
     def start(self, run_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
         """Fit the tokenizer if it needs it, train the prior, save everything under `run_dir`."""
         pipe, ps = self.pipe, process_state()
+        use_threads(pipe.recipe.train.threads, "train.threads")  # tokenizer fitting counts too
         pipe.run_dir = self._claim_run_dir(run_dir, ps)
         splits = self._load_splits()
         pipe.class_names = sources.class_names(splits["train"])
@@ -144,6 +146,7 @@ class TrainingRun:
                progress: bool, before_fit: Any = None) -> TrainResult:
         pipe = self.pipe
         cfg = pipe.recipe.train
+        use_threads(cfg.threads, "train.threads")
         accelerator = make_accelerator(cfg, pipe.run_dir)
         if cfg.log_with:
             accelerator.init_trackers(pipe.run_dir.name, config=_flat(pipe.recipe.to_dict()))
