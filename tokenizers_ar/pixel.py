@@ -41,6 +41,7 @@ class PixelTokenizer(Tokenizer):
     modality = "image"
     unit = "subpixel"
     layout_kind = "grid"
+    fingerprint_omits_default = ("background",)  # added later: white reads every older input alike
 
     def __init__(self, config: PixelConfig | None = None, **settings: Any):
         super().__init__(config, **settings)

@@ -178,6 +178,7 @@ class VQVAETokenizer(Tokenizer):
     layout_kind = "grid"
     lossless = False
     stable_codes = False
+    fingerprint_omits_default = ("background",)  # added later: white reads every older input alike
     smoke_settings = {"codebook_size": 16, "codebook_dim": 8, "n_hidden": 16, "n_res_block": 1,
                       "n_res_hidden": 8, "downsample": 2, "fit": {"steps": 30, "batch_size": 8}}
     encode_chunk = 512  # images per forward pass when encoding or decoding many

@@ -118,3 +118,15 @@ def test_wrong_size_names_the_file_and_both_sizes(tmp_path):
 def test_float_image_is_refused():
     with pytest.raises(TokenizerError, match="floating-point"):
         images.flatten(Image.new("F", (2, 2)))
+
+
+def test_default_background_keeps_older_fingerprints():
+    """Files compressed with a run made before `background` existed still match its tokenizer:
+    with the default, the fingerprint is the one tokar computed before (recorded from that
+    version); a background that changes encoding changes it."""
+    white = PixelTokenizer(height=2, width=2, channels=3)
+    assert white.fingerprint() == "50bcecbe6c64804e"
+    assert PixelTokenizer(levels=17, max_value=16, height=8, width=8, channels=1).fingerprint() \
+        == "18b1d3baede3d8d6"
+    black = PixelTokenizer(height=2, width=2, channels=3, background="black")
+    assert black.fingerprint() != white.fingerprint()
