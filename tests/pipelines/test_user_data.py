@@ -18,8 +18,9 @@ from pipelines.data.audio import WavFolderSource
 from pipelines.data.sources import HFSource, class_names
 from pipelines.detection.data import read_data
 from pipelines.io.safe import read_image
+from pipelines.pipeline import Pipeline
 from pipelines.recipe.loader import load_recipe
-from plugins.errors import CompressionError, DataError, RecipeError
+from plugins.errors import CompressionError, DataError, RecipeError, TokarError
 from tokenizers_ar.pixel import PixelTokenizer
 
 
@@ -164,3 +165,18 @@ def test_compress_refuses_a_transparent_image_naming_it(tmp_path):
         to_tokens(tok, read_image(tmp_path / "glass.png"))
     Image.new("RGBA", (2, 2), (255, 0, 0, 255)).save(tmp_path / "solid.png")
     assert to_tokens(tok, read_image(tmp_path / "solid.png")).length == 12  # opaque: lossless
+
+
+def test_class_names_from_folders_work_with_sample_class(tmp_path):
+    """`tokar sample RUN --class female` resolves a folder name; a typo lists the names and the
+    close match (the names come from the source, as a run's classes.json stores them)."""
+    root = tmp_path / "voices"
+    for name in ("female", "male"):
+        (root / name).mkdir(parents=True)
+        sf.write(root / name / "a.wav", np.zeros(800, np.float32), 8000)
+    splits = WavFolderSource(path=str(root), labels_from_folders=True, val_fraction=0.0).load()
+    pipe = Pipeline.__new__(Pipeline)  # only the class names matter here, no model
+    pipe.class_names = class_names(splits["train"])
+    assert pipe.class_index("female") == 0 and pipe.class_index("Male") == 1
+    with pytest.raises(TokarError, match="the classes are female, male. Did you mean 'female'"):
+        pipe.class_index("femal")
