@@ -111,3 +111,17 @@ def built_within_memory(build: Callable[[], Any], what: str, fix: str,
     if meta is not None:
         check_fits(float(size(meta)), what, fix)
     return build()
+
+
+def use_threads(n: int | None, what: str = "--threads") -> None:
+    """Set torch's intra-op threads to `n` (None: leave torch's default, one per core), and its
+    inter-op threads too while that is still possible: torch allows that once, before any
+    parallel work, and raises afterwards, so a later call keeps what it has. For shared machines,
+    where torch's default takes every core."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ResourceError(f"{what} must be a whole number of at least 1, got {n!r}.")
+    torch.set_num_threads(n)
+    with contextlib.suppress(RuntimeError):  # inter-op pool already started: intra-op is what counts
+        torch.set_num_interop_threads(n)

@@ -32,6 +32,7 @@ class PixelConfig(TokenizerConfig):
     height: int | None = Field(None, ge=1, description="image height; inferred by fit if unset")
     width: int | None = Field(None, ge=1, description="image width; inferred by fit if unset")
     channels: int | None = Field(None, description="1 (grayscale) or 3 (RGB); inferred by fit")
+    background: images.Background = Field("white", description=images.BACKGROUND_HELP)
 
 
 class PixelTokenizer(Tokenizer):
@@ -40,6 +41,7 @@ class PixelTokenizer(Tokenizer):
     modality = "image"
     unit = "subpixel"
     layout_kind = "grid"
+    fingerprint_omits_default = ("background",)  # added later: white reads every older input alike
 
     def __init__(self, config: PixelConfig | None = None, **settings: Any):
         super().__init__(config, **settings)
@@ -89,9 +91,12 @@ class PixelTokenizer(Tokenizer):
         self._require_shape()
         values, max_value = self._to_array(example)
         if values.shape != self._shape:
+            name = images.name_of(example)
             raise TokenizerError(
-                f"pixel tokenizer: image of shape {values.shape}, expected {self._shape} as "
-                "fitted; resize the images or set tokenizer.height/width/channels."
+                f"pixel tokenizer: {name + ': ' if name else ''}image of shape {values.shape}, "
+                f"expected {self._shape} as fitted (width x height: {values.shape[1]}x"
+                f"{values.shape[0]} given, {self.width}x{self.height} expected); resize the "
+                "images or set tokenizer.height/width/channels."
             )
         if values.min() < 0 or values.max() > max_value:
             raise TokenizerError(
@@ -139,7 +144,8 @@ class PixelTokenizer(Tokenizer):
     def _to_array(self, example: Any) -> tuple[np.ndarray, int]:
         """(H, W) integer array and the largest value that array may hold."""
         if isinstance(example, Image.Image):  # the one image reader (tokenizers_ar/images.py)
-            array, top = images.to_array(example, self.channels, 255, "pixel tokenizer")
+            array, top = images.to_array(example, self.channels, 255, "pixel tokenizer",
+                                          self.config.background)
             return (array[..., 0] if array.shape[-1] == 1 else array).astype(np.int64), top
         array = np.asarray(example.numpy() if torch.is_tensor(example) else example)
         if array.ndim == 3 and array.shape[-1] == 1:

@@ -150,6 +150,7 @@ class VQVAEConfig(TokenizerConfig):
     threshold_ema_dead_code: float = Field(2.0, ge=0, description="codes used less are replaced")
     channels: Literal[1, 3] | None = Field(None, description="1 (grayscale) or 3 (RGB); inferred by fit")
     max_value: int = Field(255, ge=1, description="largest value in array inputs (PIL: 255)")
+    background: images.Background = Field("white", description=images.BACKGROUND_HELP)
     fit: FitConfig = Field(default_factory=FitConfig)
 
     @field_validator("downsample")
@@ -178,6 +179,7 @@ class VQVAETokenizer(Tokenizer):
     layout_kind = "grid"
     lossless = False
     stable_codes = False
+    fingerprint_omits_default = ("background",)  # added later: white reads every older input alike
     smoke_settings = {"codebook_size": 16, "codebook_dim": 8, "n_hidden": 16, "n_res_block": 1,
                       "n_res_hidden": 8, "downsample": 2, "fit": {"steps": 30, "batch_size": 8}}
     encode_chunk = 512  # images per forward pass when encoding or decoding many
@@ -212,7 +214,8 @@ class VQVAETokenizer(Tokenizer):
     def fit(self, examples: Iterable[Any]) -> None:
         if self.is_fitted:
             return
-        x = images.to_tensor(examples, self.channels, self.config.max_value, self.name)
+        x = images.to_tensor(examples, self.channels, self.config.max_value, self.name,
+                              self.config.background)
         self._set_shape(x.shape[1:])
         cfg = self.config.fit
         device = resolve_device(cfg.device)
@@ -278,10 +281,14 @@ class VQVAETokenizer(Tokenizer):
     @torch.no_grad()
     def encode_batch(self, examples: Iterable[Any]) -> list[torch.Tensor]:
         self._require_fitted()
-        x = images.to_tensor(examples, self.channels, self.config.max_value, self.name)
+        examples = list(examples)
+        x = images.to_tensor(examples, self.channels, self.config.max_value, self.name,
+                              self.config.background)
         if tuple(x.shape[1:]) != (self.channels, self.height, self.width):
+            name = images.name_of(examples[0]) if len(examples) == 1 else ""
             raise TokenizerError(
-                f"{self.name}: images of shape {tuple(x.shape[2:])}x{x.shape[1]}, fitted for "
+                f"{self.name}: {name + ': ' if name else ''}images of shape "
+                f"{tuple(x.shape[2:])}x{x.shape[1]}, fitted for "
                 f"{self.height}x{self.width}x{self.channels}; resize them or fit a new tokenizer.")
         codes = [self.model.encode(chunk) for chunk in x.split(self.encode_chunk)]
         return list(torch.cat(codes).long())  # N x (h, w)

@@ -41,6 +41,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-examples", type=int, default=1000, help="validation examples "
                    "(a uniform subsample) that thresholds and p-values are calibrated on")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one per core)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

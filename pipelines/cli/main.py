@@ -1,5 +1,6 @@
 """`tokar`: the command line.
 
+    tokar init DATA [-o recipe.yaml] [--force]
     tokar train RECIPE [key=value ...] [~key ...] [--run-dir DIR]
     tokar train --resume RUN_DIR [key=value ...]
     tokar sample RUN_DIR [-n N] [--temperature T] [--top-k K] [--seed S] [--class C] [--out PATH]
@@ -19,6 +20,7 @@ One error boundary (`main`): every expected failure (a TokarError, or an error o
 such as a file the OS refused or memory that ran out) is printed as one `error: ...` message and
 exits with status 2; an unexpected error is a bug: its one-line summary comes first, then the
 traceback to report, exit status 1. Ctrl-C exits with 130, a closed output pipe quietly.
+Every command that computes takes `--threads N` (torch's CPU threads; train: train.threads).
 When stderr is not a terminal, progress is a plain line every 30 s instead of a redrawn bar.
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 import torch.distributed as dist
 
 from pipelines.cli.detect import add_parsers as add_detect_parsers
+from pipelines.cli.init import add_parser as add_init_parser
 from pipelines.compression.codecs import CODECS_DIR, export_codecs, find_codec, is_codec_dir, load_codec
 from pipelines.compression.container import codec_model, decompress, read_container
 from pipelines.compression.files import (
@@ -60,7 +63,7 @@ from pipelines.training.stage1 import build_tokenizer, verify_codes
 from pipelines.training.trainer import process_state
 from plugins.errors import DataError, TokarError, environment_error
 from plugins.manager import get_registries
-from plugins.resources import check_fits
+from plugins.resources import check_fits, use_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +100,8 @@ def leave_process_group() -> None:
 def run_command(func: Any, args: argparse.Namespace) -> int:
     """The error boundary: exit status 0, 2 (an expected failure, one message) or 1 (a bug)."""
     try:
+        if args.command != "train":  # train: the flag became train.threads (cmd_train)
+            use_threads(getattr(args, "threads", None))
         return func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -116,6 +121,12 @@ def run_command(func: Any, args: argparse.Namespace) -> int:
         return 1
 
 
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """`--threads N` on every command that computes: torch's CPU threads, for shared machines."""
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one per "
+                   "core; train: the recipe's train.threads)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokar", description="Two-stage tokenized generation "
                                      "with autoregressive models.")
@@ -131,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "train.max_seconds=N grants N more seconds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (without a "
                    "terminal, progress is a plain line every $TOKAR_PROGRESS_INTERVAL=30 s)")
+    add_threads(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -161,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a native loop on a CPU, several times faster per sample)")
     p.add_argument("--out", help="output file (.png for images, .txt for text, .wav for one "
                    "audio clip), '-' for standard output, or folder (default: RUN_DIR/samples)")
+    add_threads(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("score", help="bits per data unit of some data under a trained run")
@@ -177,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the prior's first N orderings (made: its masks): each example's NLL is "
                    "-log of the mean of the N likelihoods. Per-token values are not defined "
                    "then: --per-example gives each example's totals only")
+    add_threads(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate", help="check a recipe without training")
@@ -196,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", default="validation", help="train or validation (default)")
     p.add_argument("--limit", type=int, help="only the first N images of the split")
+    add_threads(p)
     p.set_defaults(func=cmd_codes_verify)
 
     p = sub.add_parser("compress", help="compress a file losslessly with a trained run "
@@ -210,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-length", type=int, help="tokens per independently coded block "
                    "(default 2048; images: one per block)")
     p.add_argument("--batch-size", type=int, help="blocks coded in parallel (default 64)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads inside coding (stored: "
-                   "decompression uses the same)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one "
+                   "per core; coding itself uses N, default 1, stored: decompression uses the same)")
     p.add_argument("--verify", action="store_true", help="decompress before writing and check")
     p.add_argument("--no-portable", dest="portable", action="store_false", help="code with the "
                    "float prior instead of its integer-exact coder: decodes only on the same kind "
@@ -230,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (bytes, KB/s; "
                    "also off with -q)")
+    add_threads(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("export-codec", help="copy a run's frozen codecs (what decodes its portable "
@@ -239,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_codec)
 
     add_detect_parsers(sub)  # tokar detect, tokar detect-eval (pipelines/cli/detect.py)
+    add_init_parser(sub)  # tokar init (pipelines/cli/init.py)
 
     p = sub.add_parser("plugins", help="list every registered tokenizer, prior and source")
     p.set_defaults(func=cmd_plugins)
@@ -246,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.threads is not None:  # recorded in the run like any setting, and checked (>= 1) there
+        use_threads(args.threads)
+        args.overrides = [*args.overrides, f"train.threads={args.threads}"]
     if args.resume:
         if args.run_dir:
             raise TokarError("--resume continues RUN_DIR in place: leave out --run-dir.")
@@ -353,7 +373,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     size = source.stat().st_size
     with byte_progress(args, size, "compress") as update:
         blob = pipe.compress(data, args.label, block_length=args.block_length,
-                             batch_size=args.batch_size, threads=args.threads,
+                             batch_size=args.batch_size, threads=args.threads or 1,
                              portable=args.portable, progress=update)
     if args.verify:
         pipe.decompress(blob)  # checks the CRC32 of the original

@@ -225,8 +225,14 @@ def _image(tokenizer: Tokenizer, image: Image.Image) -> Tokens:
     meta = {"mode": image.mode, "size": list(image.size)}
     back = from_tokens(tokenizer, ids, "image", meta)
     if back.size != image.size or not np.array_equal(np.asarray(back), np.asarray(image)):
+        name = getattr(image, "filename", "") or "this image"
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+            raise CompressionError(
+                f"{name}: a transparent {image.mode} image; the model has no alpha channel, so it "
+                "cannot come back identical. Composite it first (PIL: Image.alpha_composite on a "
+                "background, then .convert('RGB')) and compress that.")
         raise CompressionError(
-            f"this {image.mode} image would not come back identical through tokenizer "
+            f"{name}: this {image.mode} image would not come back identical through tokenizer "
             f"'{tokenizer.name}' ({_image_settings(tokenizer)}); convert it to what the model was "
             "trained on (the same size, grayscale or RGB, 8 bits) or use a run trained on such images.")
     return Tokens(ids, "image", meta, crc32=checksum("image", image), length=ids.numel())

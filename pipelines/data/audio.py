@@ -29,11 +29,15 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}  # what soundfile reads
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
 
 
-def _dataset(paths: list[Path], labels: list[int] | None) -> datasets.Dataset:
+def _dataset(paths: list[Path], labels: list[int] | None,
+             names: list[str] | None = None) -> datasets.Dataset:
     columns: dict[str, list] = {"example": [str(p) for p in paths]}
+    features = {"example": datasets.Value("string")}
     if labels is not None:
         columns["label"] = labels
-    return datasets.Dataset.from_dict(columns)
+        # names travel with the labels into the run (classes.json): `tokar sample --class female`
+        features["label"] = datasets.ClassLabel(names=names) if names else datasets.Value("int64")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 class FSDDConfig(SourceConfig):
@@ -75,7 +79,8 @@ class FSDDSource(Source):
             part = [r for r in rows if keep(r[3])]
             labels = None if c.label == "none" else \
                 [r[1] if c.label == "digit" else speakers.index(r[2]) for r in part]
-            return _dataset([r[0] for r in part], labels)
+            names = [str(d) for d in range(10)] if c.label == "digit" else speakers
+            return _dataset([r[0] for r in part], labels, names)
 
         if c.validation == "split":
             return self._split(split(lambda i: i >= 5))
@@ -103,11 +108,11 @@ class WavFolderSource(Source):
         if not files:
             raise DataError(f"wav_folder source: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) "
                             f"under {root}.")
-        labels = None
+        labels, names = None, None
         if self.config.labels_from_folders:
             names = sorted({p.parent.relative_to(root).as_posix() for p in files})
             labels = [names.index(p.parent.relative_to(root).as_posix()) for p in files]
-        return self._split(_dataset(files, labels))
+        return self._split(_dataset(files, labels, names))
 
 
 class HFAudioConfig(HFConfig):

@@ -33,7 +33,7 @@ from tokenizers_ar.base import Layout, Tokenizer
 
 logger = logging.getLogger(__name__)
 
-TOKENIZED_FORMAT = 1  # bump when the cached representation changes
+TOKENIZED_FORMAT = 2  # bump when the cached representation changes (2: transparent images composited)
 
 
 def cache_dir() -> Path:

@@ -36,7 +36,7 @@ import numpy as np
 
 from plugins.errors import DataError
 from tokenizers_ar.audio import load_waveform
-from tokenizers_ar.images import is_colour
+from tokenizers_ar.images import flatten
 
 COMPRESSORS = ("png", "flac", "xz")
 DEFAULTS = {"image": "png", "audio": "flac", "text": "xz"}
@@ -62,14 +62,14 @@ def xz_bits(data: bytes) -> int:
     return 8 * len(lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA2))
 
 
-def image_bytes(example: Any, max_value: int) -> np.ndarray:
+def image_bytes(example: Any, max_value: int, background: Any = "white") -> np.ndarray:
     """One image as an 8-bit array (H, W) or (H, W, 3), the way a person sees it (surprise maps,
     and complexity under tokenizers whose ids are not pixel values)."""
     from PIL import Image
 
 
-    if isinstance(example, Image.Image):
-        return np.asarray(example.convert("RGB" if is_colour(example) else "L"))
+    if isinstance(example, Image.Image):  # flattened as the tokenizer reads it (transparency...)
+        return np.asarray(flatten(example, background))
     array = np.asarray(example, dtype=np.float64)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -119,7 +119,8 @@ def compressed_bits(example: Any, tokenizer: Any, compressor: str) -> int:
     if modality == "image":
         image = _byte_tokens(example, tokenizer)
         if image is None:
-            image = image_bytes(example, getattr(tokenizer.config, "max_value", 255))
+            image = image_bytes(example, getattr(tokenizer.config, "max_value", 255),
+                                getattr(tokenizer.config, "background", "white"))
         return png_bits(image) if compressor == "png" else xz_bits(image.tobytes())
     if modality == "audio":
         codes = _byte_tokens(example, tokenizer)

@@ -115,7 +115,9 @@ def check_images(ids: list[str], examples: list[Any], tokenizer: Any) -> None:
     want_mode = {1: "grayscale", 3: "colour (RGB)"}.get(channels)
     for id_, image in zip(ids, examples, strict=True):
         if isinstance(image, Image.Image):
-            size, mode = image.size, "colour (RGB)" if is_colour(image) else "grayscale"
+            background = getattr(getattr(tokenizer, "config", None), "background", "white")
+            mode = "colour (RGB)" if is_colour(image, background) else "grayscale"
+            size = image.size
         else:
             array = np.asarray(image)
             size = (array.shape[1], array.shape[0]) if array.ndim >= 2 else None

@@ -83,7 +83,8 @@ def position_grid(tokenizer: Any, bits: np.ndarray) -> np.ndarray:
 
 def image_map(tokenizer: Any, example: Any, bits: np.ndarray, title: str, path: Path) -> Path:
     plt = _plt()
-    image = image_bytes(example, getattr(tokenizer.config, "max_value", 255))
+    image = image_bytes(example, getattr(tokenizer.config, "max_value", 255),
+                        getattr(tokenizer.config, "background", "white"))
     grid = position_grid(tokenizer, bits)
     per = "pixel" if grid.shape == image.shape[:2] else "code"
     fig, (a, b) = plt.subplots(1, 2, figsize=(7.2, 3.6))

@@ -355,7 +355,9 @@ def read_image(path: str | Path) -> Any:
                            f"image file {path} ({w}x{h} pixels, as its header says)",
                            "give images of the size the run was trained on.")
                 im.load()
-                return im.copy()
+                image = im.copy()
+                image.filename = str(path)  # so a tokenizer's error can name the file
+                return image
     except TokarError:  # the memory check's ResourceError
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,

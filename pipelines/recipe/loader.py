@@ -71,6 +71,8 @@ class TrainConfig(BaseModel):
     mixed_precision: str = Field("no", pattern="^(no|fp16|bf16)$")
     compile: bool = Field(False, description="torch.compile the prior (opt-in)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (intra-op); default: "
+                                "torch's, one per core. Set it on a shared machine")
     log_with: list[str] = Field(default_factory=list, description="trackers: tensorboard, wandb...")
     eval_every: int = Field(250, ge=1)
     eval_batches: int | None = Field(20, ge=1, description="global validation batches; null = whole split")

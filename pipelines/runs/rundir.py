@@ -48,7 +48,7 @@ STATUSES = ("preparing", "running", "complete", "saved")
 RESUMABLE = ("train.max_steps", "train.max_seconds", "train.eval_every", "train.eval_samples", "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
              "train.early_stopping_min_delta", "train.num_workers", "train.log_with",
-             "train.memory_limit_gb", "sample")
+             "train.memory_limit_gb", "train.threads", "sample")
 
 
 def require_run_dir(run_dir: Path) -> None:
@@ -159,7 +159,6 @@ def _new_default_dir(stem: str, root: Path = Path("runs")) -> Path:
 
 
 def write_run_file(run_dir: Path, status: str, **extra: Any) -> None:
-
     write_json_atomically(Path(run_dir) / RUN_FILE,
                           {"status": status, "tokar_version": tokar_version(), **extra})
 

@@ -57,6 +57,7 @@ from pipelines.training.trainer import Trainer, TrainResult, make_accelerator, p
 from plugins.errors import DataError, RecipeError, TokarError
 from plugins.manager import tokar_version
 from plugins.registry import Registries
+from plugins.resources import use_threads
 from priors.base import Prior
 from tokenizers_ar.base import Tokenizer
 
@@ -156,6 +157,7 @@ class TrainingRun:
         saves, the others load what it saved), tokenize in the recipe's order of positions, and
         check the memory training will need before any model is built."""
         ps = process_state()
+        use_threads(self.recipe.train.threads, "train.threads")  # tokenizer fitting counts too
         splits = self._load_splits()
         with ps.main_process_first():
             if self.plan is None:
@@ -263,7 +265,6 @@ class TrainingRun:
                                 getattr(config, "shuffle_buffer", 10_000))
 
     def _write_run_file(self, status: str, **extra: Any) -> None:
-
         payload = {"status": status, "tokar_version": tokar_version(), **extra}
         write_json_atomically(self.run_dir / RUN_FILE, payload)
 

@@ -84,10 +84,16 @@ def needs_health(tokenizer: Tokenizer) -> bool:
     return not tokenizer.lossless and tokenizer.modality == "image" and tokenizer.layout.kind == "grid"
 
 
+def background_of(tokenizer: Tokenizer) -> images.Background:
+    """What the tokenizer composites transparent images over (white when it has no setting)."""
+    return getattr(tokenizer.config, "background", "white")
+
+
 def _as_unit(tokenizer: Tokenizer, examples: list[Any]) -> np.ndarray:
     """Images -> (N, H, W, C) in [0, 1], read the way the tokenizer reads them."""
     return images.to_unit(examples, getattr(tokenizer, "channels", None),
-                          getattr(tokenizer.config, "max_value", 255), tokenizer.name)
+                          getattr(tokenizer.config, "max_value", 255), tokenizer.name,
+                          background_of(tokenizer))
 
 
 def distortion(tokenizer: Tokenizer, examples: list[Any], codes: list[torch.Tensor]) -> dict[str, float]:
@@ -120,7 +126,7 @@ def write_health(tokenizer: Tokenizer, examples: list[Any], run_dir: Path) -> di
     shown = examples[:8]
     originals = images.to_pil(images.to_tensor(shown, getattr(tokenizer, "channels", None),
                                                getattr(tokenizer.config, "max_value", 255),
-                                               tokenizer.name))
+                                               tokenizer.name, background_of(tokenizer)))
     write_samples(originals + tokenizer.decode_batch(tokenizer.encode_batch(shown)),
                   run_dir / RECONSTRUCTIONS_FILE, cols=len(shown))
     logger.info("tokenizer health: %d/%d codes used (%.0f%%), perplexity %.1f, PSNR %.2f dB on %d "

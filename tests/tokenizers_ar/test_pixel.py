@@ -83,8 +83,10 @@ def test_image_modes():
     tok = PixelTokenizer(height=3, width=4)  # size given: fit still learns the channels
     tok.fit([Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8))])
     assert tok.channels == 3
-    with pytest.raises(TokenizerError, match="not 8-bit"):
-        PixelTokenizer(height=3, width=4).encode(Image.fromarray(gray.astype(np.int32) * 100))
+    # 32-bit integer images are read as 16-bit grayscale (how Pillow opens 16-bit PNGs); values
+    # beyond 16 bits are refused rather than clipped (tests/tokenizers_ar/test_image_modes.py)
+    with pytest.raises(TokenizerError, match="not 16-bit"):
+        PixelTokenizer(height=3, width=4).encode(Image.fromarray(gray.astype(np.int32) * 1000))
 
 
 def test_every_image_tokenizer_reads_a_gray_palette_as_one_channel():
@@ -102,5 +104,5 @@ def test_every_image_tokenizer_reads_a_gray_palette_as_one_channel():
     np.testing.assert_array_equal(tok.encode(palette_gray).numpy(), gray)
     colour = Image.fromarray(np.dstack([gray, gray[::-1], gray]).astype(np.uint8)).convert("P")
     assert images.to_array(colour, None, 255, "test")[0].shape == (3, 4, 3)
-    with pytest.raises(TokenizerError, match="not 8-bit"):
-        images.to_array(Image.fromarray(gray.astype(np.int32) * 100), None, 255, "vqvae tokenizer")
+    with pytest.raises(TokenizerError, match="not 16-bit"):
+        images.to_array(Image.fromarray(gray.astype(np.int32) * 1000), None, 255, "vqvae tokenizer")
