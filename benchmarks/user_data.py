@@ -8,7 +8,9 @@ and bzip2 -9 of the very same held-out bytes.
 The data is this Python's own standard library (`Lib/*.py`, the files directly in it, sorted by
 name), nothing prepared for tokar: every 10th file (a uniform subsample, not a prefix) is held
 out, the rest are concatenated into the training text. The model is the char LSTM recipe
-(recipes/shakespeare/char_lstm.yaml) pointed at that text with `train.max_seconds` set, trained
+(recipes/shakespeare/char_lstm.yaml) pointed at that text with `train.max_seconds` set (and
+`tokenizer.unk=true`, as `tokar init` writes: the held-out files have characters the training
+files lack; compression codes them as escapes), trained
 and used through the `tokar` command line exactly as a user would: `tokar train`, then
 `tokar compress` / `tokar decompress` of the held-out file (checked byte for byte). Sizes are of
 whole files (tokar's includes its header and CRC). Prints one JSON object.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import sysconfig
@@ -42,7 +43,10 @@ def sources(held_out_every: int = 10) -> tuple[list[Path], list[Path]]:
 
 def tokar(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipelines.cli.main", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        sys.exit(f"tokar {args[0]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done
 
 
 def zstd_dict_size(train_files: list[Path], held: Path, work: Path) -> int:
@@ -59,6 +63,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=600, help="training budget (train.max_seconds)")
     ap.add_argument("--run", help="a trained run to reuse instead of training")
     ap.add_argument("--keep", help="train into this folder (default: a temporary one)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every command")
     args = ap.parse_args()
 
     train_files, held_files = sources()
@@ -69,17 +74,20 @@ def main() -> None:
         train_text.write_bytes(b"".join(f.read_bytes() for f in train_files))
         held.write_bytes(b"".join(f.read_bytes() for f in held_files))
         run = Path(args.run) if args.run else Path(args.keep or work) / "run"
+        run.parent.mkdir(parents=True, exist_ok=True)
         train_s = None
         if not args.run:
             start = time.perf_counter()
             tokar("train", "recipes/shakespeare/char_lstm.yaml", f"data.path={train_text}",
-                  f"train.max_seconds={args.seconds}", "--run-dir", str(run))
+                  f"train.max_seconds={args.seconds}", "tokenizer.unk=true", "--run-dir", str(run),
+                  "--threads", str(args.threads))
             train_s = time.perf_counter() - start
         start = time.perf_counter()
-        tokar("compress", str(run), str(held), "-o", str(work / "h.tkz"))
+        tokar("compress", str(run), str(held), "-o", str(work / "h.tkz"), "--threads", str(args.threads))
         encode_s = time.perf_counter() - start
         start = time.perf_counter()
-        tokar("decompress", str(run), str(work / "h.tkz"), "-o", str(work / "back.py"))
+        tokar("decompress", str(run), str(work / "h.tkz"), "-o", str(work / "back.py"),
+              "--threads", str(args.threads))
         decode_s = time.perf_counter() - start
         exact = (work / "back.py").read_bytes() == held.read_bytes()
         n_bytes = held.stat().st_size
@@ -97,7 +105,7 @@ def main() -> None:
         "round_trip_exact": exact, "encode_s": encode_s, "decode_s": decode_s,
         "bits_per_char": {name: 8 * size / n_chars for name, size in sizes.items()},
         "bytes": sizes,
-        "threads": os.cpu_count(),
+        "threads": args.threads,
     })
 
 
