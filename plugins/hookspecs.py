@@ -2,9 +2,10 @@
 
 A plugin is any module or object with functions marked `@hookimpl` and named after a hook below.
 Each hook receives a `register(name, component)` callback; calling it adds the component to the
-matching registry under `name`. tokar's built-ins (tokenizers_ar/plugin.py, priors/plugin.py,
-pipelines/plugin.py) use exactly these hooks, so a third-party tokenizer is a first-class
-citizen, not a special case::
+matching registry under `name` (a name a built-in holds stays the built-in's; a marked function
+whose name is no hook below is reported by `tokar plugins`, never called). tokar's built-ins
+(tokenizers_ar/plugin.py, priors/plugin.py, pipelines/plugin.py) use exactly these hooks, so a
+third-party tokenizer is a first-class citizen, not a special case::
 
     # my_package/plugin.py, listed under [project.entry-points.tokar] in its pyproject.toml
     from plugins import hookimpl

@@ -20,7 +20,7 @@ from typing import Any
 import pluggy
 
 from plugins import hookspecs
-from plugins.errors import RegistryError
+from plugins.errors import RegistryError, did_you_mean
 from plugins.registry import Registries, Registry
 
 logger = logging.getLogger(__name__)
@@ -87,17 +87,24 @@ class PluginManager(pluggy.PluginManager):
             self._registries = self._build_registries()
         return self._registries
 
+    def is_builtin(self, plugin: object) -> bool:
+        """Whether `plugin` is one of tokar's own (BUILTIN_PLUGINS): its names win a clash."""
+        return getattr(plugin, "__name__", None) in BUILTIN_PLUGINS
+
     def provider(self, plugin: object) -> str:
         """Human name of whoever shipped `plugin`: its distribution if it came from one."""
         if id(plugin) in self._distributions:
             return self._distributions[id(plugin)]
-        if getattr(plugin, "__name__", None) in BUILTIN_PLUGINS:
+        if self.is_builtin(plugin):
             return f"tokar {tokar_version()}"
         return self.get_name(plugin) or repr(plugin)
 
     def _build_registries(self) -> Registries:
         checks = self._collect_checks()
         registries = Registries(*(Registry(kind, _all_of(checks[kind])) for kind in KINDS))
+        for problem in self._unknown_hook_problems():
+            registries.problems.append(problem)
+            logger.warning("%s", problem)
         for hook_name, attr in _HOOKS.items():
             registry = getattr(registries, attr)
             # Call implementations one by one, in registration order (built-ins first), so that
@@ -108,9 +115,10 @@ class PluginManager(pluggy.PluginManager):
                 provider = self.provider(impl.plugin)
 
                 def register(name: str, component: object, provider: str = provider,
-                             registry: Registry = registry) -> None:
+                             registry: Registry = registry,
+                             builtin: bool = self.is_builtin(impl.plugin)) -> None:
                     try:
-                        registry.register(name, component, provider=provider)
+                        registry.register(name, component, provider=provider, builtin=builtin)
                     except RegistryError as exc:
                         registries.problems.append(str(exc))
                         logger.warning("%s", exc)
@@ -123,6 +131,22 @@ class PluginManager(pluggy.PluginManager):
                     registries.problems.append(problem)
                     logger.warning("%s", problem)
         return registries
+
+    def _unknown_hook_problems(self) -> list[str]:
+        """A `@hookimpl` whose name is no tokar hook (`tokar_register_prior`, one s short) is
+        never called: pluggy accepts it silently unless asked. Each one becomes a problem naming
+        its plugin and the nearest hook, and the plugin's other hooks still run."""
+        hooks = sorted(name for name, caller in vars(self.hook).items()
+                       if getattr(caller, "spec", None) is not None)
+        problems = []
+        for name, caller in sorted(vars(self.hook).items()):
+            if getattr(caller, "spec", True) is not None:  # a known hook (or not a hook caller)
+                continue
+            for impl in caller.get_hookimpls():
+                hint = did_you_mean(name, hooks) or f" tokar's hooks: {', '.join(hooks)}."
+                problems.append(f"tokar plugin {self.provider(impl.plugin)} implements '{name}', "
+                                f"which is not a tokar hook, so it is never called.{hint}")
+        return problems
 
     def _collect_checks(self) -> dict[str, list[Callable[[Any], list[str]]]]:
         """kind -> every check registered for it (`tokar_register_checks`); a kind nobody

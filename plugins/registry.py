@@ -23,15 +23,20 @@ class Entry:
 class Registry:
     """Name -> component for one kind ("tokenizer", "prior", "source", "head", "logits
     processor"). `check(component)` lists what is wrong with a component (plugins/checks.py);
-    a component with problems is refused at registration, naming who registered it."""
+    a component with problems is refused at registration, naming who registered it.
+
+    Clashes: a built-in (registered with `builtin=True`, tokar's own plugins) keeps its name, so
+    installing a plugin never takes `gpt` away from anyone; the plugin's registration is refused,
+    naming it. Two third-party plugins under one name make it ambiguous: neither is picked."""
 
     def __init__(self, kind: str, check: Callable[[Any], list[str]] | None = None):
         self.kind = kind
         self.check = check
         self._entries: dict[str, Entry] = {}
         self._clashes: dict[str, list[str]] = {}  # name -> every provider that registered it
+        self._builtin: set[str] = set()  # names a built-in holds: they win every clash
 
-    def register(self, name: str, component: Any, provider: str) -> None:
+    def register(self, name: str, component: Any, provider: str, builtin: bool = False) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise RegistryError(
                 f"{self.kind} name {name!r} from {provider} is not valid: use letters, digits and "
@@ -41,12 +46,28 @@ class Registry:
         if problems:
             raise RegistryError(f"{self.kind} '{name}' from {provider} is not registered: "
                                 + "; ".join(problems) + ".")
+        if name in self._builtin and not builtin:
+            raise RegistryError(self._builtin_message(name, provider))
+        if builtin and name not in self._builtin and (name in self._entries or name in self._clashes):
+            # a plugin got there first (hook order is pluggy's): the built-in takes its name back
+            others = self._clashes.pop(name, None) or [self._entries[name].provider]
+            self._entries[name] = Entry(name, component, provider)
+            self._builtin.add(name)
+            raise RegistryError(" ".join(self._builtin_message(name, other) for other in others))
         if name in self._entries or name in self._clashes:
             providers = self._clashes.setdefault(name, [self._entries.pop(name).provider]
                                                  if name in self._entries else [])
             providers.append(provider)
             raise RegistryError(self._clash_message(name))
         self._entries[name] = Entry(name, component, provider)
+        if builtin:
+            self._builtin.add(name)
+
+    def _builtin_message(self, name: str, provider: str) -> str:
+        prefix = "".join(c if c.isalnum() else "_" for c in provider.split()[0]).strip("_").lower()
+        return (f"{self.kind} '{name}' from {provider} is not registered: '{name}' is a tokar "
+                f"built-in ({self._entries[name].provider}), which keeps its name. Register it "
+                f"under another name, e.g. '{prefix if prefix[:1].isalpha() else 'my'}_{name}'.")
 
     def _clash_message(self, name: str) -> str:
         providers = self._clashes[name]

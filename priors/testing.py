@@ -63,6 +63,44 @@ def vocab_for(head: str) -> int:
     return 2 if head == "bernoulli" else VOCAB
 
 
+def step_forward_mismatch(got: torch.Tensor, want: torch.Tensor, chunk: int,
+                          params: tuple[torch.Tensor, torch.Tensor] | None = None,
+                          atol: float = 1e-3) -> str | None:
+    """What is wrong when incremental decoding's per-position log-likelihoods `got` (B, T) are
+    not forward's `want`: the first row that differs, at which positions, by how much, and the
+    likely cause (None: they agree). `params`, step's and forward's (B, T, P), spot a shift.
+    Sampling, beam search and compression decode with `step`, training and scoring use
+    `forward`: a difference means samples do not come from the model that was trained."""
+    diff = (got - want).abs()
+    bad = diff > atol + 1e-5 * want.abs()
+    if not bad.any():
+        return None
+    row = int(bad.any(1).nonzero()[0])
+    positions = bad[row].nonzero().flatten().tolist()
+    shown = f"{positions[:12]}"[:-1] + (", ...]" if len(positions) > 12 else "]")
+    causes = []
+    if positions[0] == 0:
+        causes.append("position 0 comes from init_state: it must give forward's params at "
+                      "position 0 (the start token, the class)")
+    if params is not None and got.size(1) > 1:  # compare the params themselves, shifted
+        mine, theirs = params[0][row].float(), params[1][row].float()
+        if torch.allclose(mine[1:], theirs[:-1], atol=atol):
+            causes.append("step's params at position t are forward's at t - 1: step lags one "
+                          "position behind (a shift by one)")
+        elif torch.allclose(mine[:-1], theirs[1:], atol=atol):
+            causes.append("step's params at position t are forward's at t + 1: step runs one "
+                          "position ahead (a shift by one)")
+    if not causes:
+        causes.append("check that step feeds the same inputs at the same positions as forward "
+                      "(a shift by one?) and keeps every earlier position in its state"
+                      + (f"; step() got {chunk} positions per call: does it handle k > 1?"
+                         if chunk > 1 else ""))
+    return (f"step() and forward() disagree at positions {shown} of row {row} (max |diff| "
+            f"{diff[row].max().item():.3g} nats of log-likelihood, fed {chunk} position(s) per "
+            "step() call): incremental decoding does not reproduce teacher forcing, so samples "
+            "do not come from the model training scored; " + "; ".join(causes) + ".")
+
+
 class PriorContract:
     """Checks every prior must pass. Fixture: `make_prior(vocab_size, layout[, head=...])`.
     Override the `case` fixture to choose (layout key, head name) pairs."""
@@ -144,9 +182,16 @@ class PriorContract:
                 out, state = prior.step(state, x[:, s : min(s + chunk, LENGTH - 1)])
                 steps.append(out)
             params = torch.cat(steps, dim=1)  # (B, T, P)
-            assert params.shape == (3, LENGTH, prior.n_params)
-            incremental = prior.distribution.log_prob(params, x).sum(1)
-            torch.testing.assert_close(incremental, prior.log_prob(x, cond), atol=1e-3, rtol=1e-5)
+            assert params.shape == (3, LENGTH, prior.n_params), \
+                f"init_state/step gave params {tuple(params.shape)} over {LENGTH} positions, " \
+                f"expected (3, {LENGTH}, n_params={prior.n_params})"
+            got = prior.distribution.log_prob(params, x)  # (B, T): per position, to say where
+            forward = prior(x, cond)
+            want = prior.distribution.log_prob(forward, x)
+            problem = step_forward_mismatch(got, want, chunk, (params, forward))
+            if problem:
+                pytest.fail(problem, pytrace=False)
+            torch.testing.assert_close(got.sum(1), prior.log_prob(x, cond), atol=1e-3, rtol=1e-5)
 
     def test_save_load_identical(self, prior: Prior, batch, tmp_path) -> None:
         x, cond = batch

@@ -30,8 +30,8 @@ def test_importing_plugins_has_no_side_effects():
 
 def test_duplicate_names_name_both_providers():
     reg = Registry("tokenizer")
-    reg.register("char", CharTokenizer, provider="tokar 0.1.0")
-    expected = r"'char' is registered twice: by tokar 0.1.0 and by evil-plugin 2.0"
+    reg.register("char", CharTokenizer, provider="first-plugin 1.0")
+    expected = r"'char' is registered twice: by first-plugin 1.0 and by evil-plugin 2.0"
     with pytest.raises(RegistryError, match=expected):
         reg.register("char", object, provider="evil-plugin 2.0")
 
@@ -141,7 +141,11 @@ def test_layout_kind_mismatch_is_caught_before_training(fresh_plugins):
         Pipeline.from_recipe(recipe)
 
 
-def test_duplicate_from_a_plugin_names_both(fresh_plugins):
+def test_a_plugin_cannot_take_a_builtin_name(fresh_plugins):
+    """A built-in keeps its name (installing a plugin never breaks `gpt` for anyone); the
+    plugin's registration is refused, naming the plugin and suggesting another name."""
+    from priors.gpt import GPT
+
     class Clash:
         @staticmethod
         @hookimpl
@@ -149,8 +153,59 @@ def test_duplicate_from_a_plugin_names_both(fresh_plugins):
             register("gpt", Bigram)
 
     fresh_plugins.register(Clash, name="clashing-plugin")
-    with pytest.raises(RegistryError, match=r"'gpt' is registered twice: by tokar .* and by clashing-plugin"):
-        fresh_plugins.registries.priors.get("gpt")
+    regs = fresh_plugins.registries
+    assert regs.priors.get("gpt") is GPT and regs.priors.entry("gpt").provider.startswith("tokar")
+    assert any("prior 'gpt' from clashing-plugin is not registered: 'gpt' is a tokar built-in" in p
+               and "another name, e.g. 'clashing_plugin_gpt'" in p for p in regs.problems), regs.problems
+
+
+def test_a_builtin_takes_its_name_back_from_a_plugin_registered_first():
+    reg = Registry("prior")
+    reg.register("gpt", object, provider="early-plugin 1.0")
+    with pytest.raises(RegistryError, match="'gpt' from early-plugin 1.0 is not registered"):
+        reg.register("gpt", Bigram, provider="tokar 0.1.0", builtin=True)
+    assert reg.get("gpt") is Bigram
+
+
+def test_two_third_party_plugins_clashing_stay_ambiguous(fresh_plugins):
+    def clash(name: str) -> type:
+        class Clash:
+            @staticmethod
+            @hookimpl
+            def tokar_register_priors(register):
+                register("bigram2", Bigram)
+
+        Clash.__name__ = name
+        return Clash
+
+    fresh_plugins.register(clash("A"), name="plugin-a")
+    fresh_plugins.register(clash("B"), name="plugin-b")
+    with pytest.raises(RegistryError, match=r"'bigram2' is registered twice: by plugin-a and by plugin-b"):
+        fresh_plugins.registries.priors.get("bigram2")
+
+
+def test_a_misspelled_hook_is_reported_with_the_nearest_name(fresh_plugins, capsys):
+    from pipelines.cli.main import main
+
+    class Typo:
+        @staticmethod
+        @hookimpl
+        def tokar_register_prior(register):  # one s short: pluggy alone would never call it
+            register("bigram_typo", Bigram)
+
+        @staticmethod
+        @hookimpl
+        def tokar_register_heads(register):  # the plugin's other hooks still run
+            pass
+
+    fresh_plugins.register(Typo, name="typo-plugin")
+    problems = fresh_plugins.registries.problems
+    assert problems == ["tokar plugin typo-plugin implements 'tokar_register_prior', which is not a "
+                        "tokar hook, so it is never called. Did you mean 'tokar_register_priors'?"]
+    assert "gpt" in fresh_plugins.registries.priors
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "1 problem(s)" in out and "tokar_register_prior'" in out
 
 
 def make_entry_point_package(root: Path) -> None:
@@ -280,11 +335,10 @@ def test_registration_checks_what_it_is_given_and_reports_every_problem(fresh_pl
     assert "prior 'not_a_prior' from sloppy-plugin is not registered: expected a subclass of " \
            "priors.Prior, got CharTokenizer" in problems
     assert "tokenizer 'half' from sloppy-plugin is not registered: Half does not implement" in problems
-    assert "prior 'gpt' is registered twice: by tokar" in problems
-    assert "prior 'lstm' is registered twice" in problems
+    assert "prior 'gpt' from sloppy-plugin is not registered: 'gpt' is a tokar built-in" in problems
+    assert "prior 'lstm' from sloppy-plugin is not registered: 'lstm' is a tokar built-in" in problems
     assert regs.priors.get("bigram_ok") is Bigram  # the good registration still works
-    with pytest.raises(RegistryError, match="'gpt' is registered twice"):
-        regs.priors.get("gpt")
+    assert regs.priors.get("gpt") is not Bigram  # the built-in keeps its name
     assert main(["plugins"]) == 0  # never crashes on a bad plugin
     out = capsys.readouterr().out
     assert "bigram_ok" in out and "5 problem(s)" in out and "forty_two" in out
