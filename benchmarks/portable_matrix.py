@@ -39,7 +39,8 @@ import json, sys, torch
 from pathlib import Path
 from pipelines import Pipeline
 from pipelines.compression.files import read_input
-run, source, out, portable, phase = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
+run, source, out, phase = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[5]
+portable = sys.argv[4] == "1"
 label = None if sys.argv[6] == "-" else int(sys.argv[6])
 cap = torch.backends.cpu.get_cpu_capability().lower()
 pipe = Pipeline.load(run)
