@@ -54,12 +54,12 @@ from safetensors.torch import load_file, save_file
 
 from plugins.errors import CheckpointError, CompressionError
 from plugins.shared import read_config, write_config
+from priors.heads.base import PMF_PRECISION
 
 if TYPE_CHECKING:
     from priors.base import Prior
 
 EXACT = 2**53  # float64 holds every integer below this exactly
-PMF_PRECISION = 16  # = priors.heads.base.PMF_PRECISION (not imported: the heads import torch only)
 CODER_WEIGHTS = "coder.safetensors"
 CODED_HEADS = ("categorical", "bernoulli")
 

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipelines.cli.options import add_precision, add_threads
 from pipelines.detection.data import read_data
 from pipelines.detection.evaluate import evaluate, plot_histograms
 from pipelines.detection.surprise import write_maps
@@ -40,8 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "checked on its own (0: whole files; default 256)")
     p.add_argument("--calibration-examples", type=int, default=1000, help="validation examples "
                    "(a uniform subsample) that thresholds and p-values are calibrated on")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one per core)")
+    add_precision(p)
+    add_threads(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

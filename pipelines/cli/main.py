@@ -41,6 +41,7 @@ import torch.distributed as dist
 
 from pipelines.cli.detect import add_parsers as add_detect_parsers
 from pipelines.cli.init import add_parser as add_init_parser
+from pipelines.cli.options import add_no_progress, add_precision, add_threads
 from pipelines.compression.codecs import CODECS_DIR, export_codecs, find_codec, is_codec_dir, load_codec
 from pipelines.compression.container import codec_model, decompress, read_container
 from pipelines.compression.files import (
@@ -121,12 +122,6 @@ def run_command(func: Any, args: argparse.Namespace) -> int:
         return 1
 
 
-def add_threads(p: argparse.ArgumentParser) -> None:
-    """`--threads N` on every command that computes: torch's CPU threads, for shared machines."""
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one per "
-                   "core; train: the recipe's train.threads)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokar", description="Two-stage tokenized generation "
                                      "with autoregressive models.")
@@ -140,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest "
                    "complete checkpoint (overrides may extend train.max_steps; "
                    "train.max_seconds=N grants N more seconds)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (without a "
-                   "terminal, progress is a plain line every $TOKAR_PROGRESS_INTERVAL=30 s)")
-    add_threads(p)
+    add_no_progress(p, "without a terminal, progress is a plain line every "
+                    "$TOKAR_PROGRESS_INTERVAL=30 s")
+    add_threads(p, "; train: the recipe's train.threads")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -167,8 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--class", dest="label", metavar="LABEL",
                    help="class for conditional priors: its index or its name (e.g. Sneaker)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="weights for CPU inference (int8: dynamic quantization)")
+    add_precision(p)
     p.add_argument("--compile", action="store_true", help="compile the one-token step (wavenet: "
                    "a native loop on a CPU, several times faster per sample)")
     p.add_argument("--out", help="output file (.png for images, .txt for text, .wav for one "
@@ -180,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="a text file, an image or a folder of images "
                    "(default: the run's validation split)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    add_precision(p)
     p.add_argument("--class", dest="label", metavar="LABEL",
                    help="class of DATA (conditional priors): index or name")
     p.add_argument("--per-example", metavar="OUT.jsonl", help="also write one JSON line per "
@@ -225,15 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-length", type=int, help="tokens per independently coded block "
                    "(default 2048; images: one per block)")
     p.add_argument("--batch-size", type=int, help="blocks coded in parallel (default 64)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: one "
-                   "per core; coding itself uses N, default 1, stored: decompression uses the same)")
+    add_threads(p, "; coding itself uses N, default 1, stored: decompression uses the same")
     p.add_argument("--verify", action="store_true", help="decompress before writing and check")
     p.add_argument("--no-portable", dest="portable", action="store_false", help="code with the "
                    "float prior instead of its integer-exact coder: decodes only on the same kind "
                    "of machine, with these very weights (the default file decodes anywhere, with "
                    "the codec frozen in RUN_DIR/codecs/)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (bytes, KB/s; "
-                   "also off with -q)")
+    add_no_progress(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help="decompress a file made by `tokar compress` with the "
@@ -243,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: INPUT without .tkz; images "
                    ".png, audio .wav; OUT.npy: the token ids)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (bytes, KB/s; "
-                   "also off with -q)")
+    add_no_progress(p)
     add_threads(p)
     p.set_defaults(func=cmd_decompress)
 

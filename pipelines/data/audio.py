@@ -29,6 +29,13 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}  # what soundfile reads
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
 
 
+def require_folder(root: Path, what: str, fix: str) -> None:
+    """DataError "WHAT ROOT is a file, not a folder / not found; FIX" unless root is a folder."""
+    if not root.is_dir():
+        problem = "is a file, not a folder" if root.exists() else "not found"
+        raise DataError(f"{what} {root} {problem}; {fix}")
+
+
 def _dataset(paths: list[Path], labels: list[int] | None,
              names: list[str] | None = None) -> datasets.Dataset:
     columns: dict[str, list] = {"example": [str(p) for p in paths]}
@@ -56,10 +63,8 @@ class FSDDSource(Source):
     def load(self) -> datasets.DatasetDict:
         c = self.config
         root = Path(c.path)
-        if not root.is_dir():
-            what = "is a file, not a folder" if root.exists() else "not found"
-            raise DataError(f"fsdd source: {root} {what}; set data.path to the FSDD folder of "
-                            "recordings (the reference copy is ${data_dir}/fsdd/recordings).")
+        require_folder(root, "fsdd source:", "set data.path to the FSDD folder of recordings (the "
+                       "reference copy is ${data_dir}/fsdd/recordings).")
         rows = []
         for p in sorted(root.glob("*.wav")):
             check_regular_file(p, "fsdd source: recording")  # a FIFO would block the reader
@@ -99,9 +104,7 @@ class WavFolderSource(Source):
 
     def load(self) -> datasets.DatasetDict:
         root = Path(self.config.path)
-        if not root.is_dir():
-            what = "is a file, not a folder" if root.exists() else "not found"
-            raise DataError(f"wav_folder source: {root} {what}; set data.path to a folder of audio files.")
+        require_folder(root, "wav_folder source:", "set data.path to a folder of audio files.")
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         for f in files:  # a FIFO or device among them would block (or never end) the reader
             check_regular_file(f, "wav_folder source: audio file")
@@ -133,9 +136,7 @@ class HFAudioSource(HFSource):
         # split; declaring the audio column as plain paths (and the folder labels ourselves,
         # as the builder would infer them) skips that, and soundfile reads the paths later.
         root = Path(c.data_dir)
-        if not root.is_dir():
-            what = "is a file, not a folder" if root.exists() else "not found"
-            raise DataError(f"hf_audio source: data_dir {root} {what}; set data.data_dir.")
+        require_folder(root, "hf_audio source: data_dir", "set data.data_dir.")
         refuse_special_files(c.data_dir, source=self.name)
         features = {c.column: datasets.Value("string")}
         if c.label_column:

@@ -225,29 +225,40 @@ def make_entry_point_package(root: Path) -> None:
         def tokar_register_tokenizers(register):
             register("hello_char", HelloChar)
     """))
-    dist = root / "tokar_hello-1.2.3.dist-info"
+    add_distribution(root, "tokar-hello", "1.2.3", "hello = tokar_hello.plugin")
+    (root / "tokar_hello-1.2.3.dist-info" / "RECORD").write_text("")
+
+
+def add_distribution(root: Path, name: str, version: str, entry_point: str) -> None:
+    """The .dist-info of distribution `name` in `root`, with one `tokar` entry point."""
+    dist = root / f"{name.replace('-', '_')}-{version}.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-hello\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text("[tokar]\nhello = tokar_hello.plugin\n")
-    (dist / "RECORD").write_text("")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[tokar]\n{entry_point}\n")
+
+
+def run_tokar(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`tokar ARGS` in a fresh process with `site` (as pip would leave it) on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    return subprocess.run([sys.executable, "-m", "pipelines.cli.main", *args], env=env,
+                          capture_output=True, text=True, cwd=cwd)
 
 
 def test_entry_point_plugin_is_listed_and_trains(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     make_entry_point_package(site)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    listing = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
-                             capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    listed = run_tokar(site, tmp_path, "plugins")
+    assert listed.returncode == 0, listed.stderr
+    listing = listed.stdout
     line = next(l for l in listing.splitlines() if "hello_char" in l)
     assert "tokar-hello 1.2.3" in line
 
     recipe = tmp_path / "recipe.yaml"
     import yaml
     recipe.write_text(yaml.safe_dump(tiny_recipe("hello_char")))
-    run = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "-q", "train", str(recipe),
-                          "--run-dir", str(tmp_path / "run"), "--no-progress"],
-                         env=env, capture_output=True, text=True, cwd=tmp_path)
+    run = run_tokar(site, tmp_path, "-q", "train", str(recipe), "--run-dir", str(tmp_path / "run"),
+                    "--no-progress")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith("run")
     assert (tmp_path / "run" / "prior" / "model.safetensors").is_file()
@@ -291,13 +302,8 @@ def test_a_broken_plugin_is_skipped_with_a_warning(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     make_entry_point_package(site)
-    dist = site / "tokar_broken-0.0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-broken\nVersion: 0.0.1\n")
-    (dist / "entry_points.txt").write_text("[tokar]\nbroken = no_such_module.plugin\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
-                          capture_output=True, text=True, cwd=tmp_path)
+    add_distribution(site, "tokar-broken", "0.0.1", "broken = no_such_module.plugin")
+    proc = run_tokar(site, tmp_path, "plugins")
     assert proc.returncode == 0, proc.stderr
     assert "skipping tokar plugin 'broken' from tokar-broken 0.0.1: ModuleNotFoundError" in proc.stderr
     assert "hello_char" in proc.stdout and "gpt" in proc.stdout  # everything else still loads
@@ -351,13 +357,8 @@ def test_a_plugin_that_exits_at_import_is_skipped_and_every_command_still_runs(t
     pkg = site / "tokar_quitter"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("import sys\nsys.exit(0)\n")
-    dist = site / "tokar_quitter-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tokar-quitter\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[tokar]\nquitter = tokar_quitter\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli.main", "plugins"], env=env,
-                          capture_output=True, text=True, cwd=tmp_path)
+    add_distribution(site, "tokar-quitter", "0.1", "quitter = tokar_quitter")
+    proc = run_tokar(site, tmp_path, "plugins")
     assert proc.returncode == 0, proc.stderr
     assert "skipping tokar plugin 'quitter' from tokar-quitter 0.1: it called sys.exit(0)" in proc.stderr
     assert "hello_char" in proc.stdout and "gpt" in proc.stdout  # the command ran, and listed

@@ -3,34 +3,23 @@ and thread counts, save/load without the float prior, refusals."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from plugins.errors import CompressionError
 from priors import GPT, LSTM, GPTConfig, LSTMConfig
-from priors.gpt_exact import GPTExactCoder
-from priors.integer import Table, exp_table, load_coder, save_coder, softmax_pmf
-from priors.lstm_exact import LSTMExactCoder
+from priors.integer import Table, exp_table, softmax_pmf
 from priors.made import MADE, MADEConfig
 from priors.rnn import RNN, RNNConfig
+from tests.priors.exact_kernels import (
+    assert_bit_identical_across_kernels,
+    assert_round_trip,
+    run_coder,
+    sharpened,
+)
 from tokenizers_ar import Layout
 
-ROOT = Path(__file__).resolve().parents[2]
 V = 11
-
-
-def sharpened(model, gain: float = 4.0):
-    """A random model with weights scaled up: peaked, varied pmfs instead of near-uniform ones."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(gain)
-    return model.eval()
 
 
 def small(name: str, seed: int = 0, **kw):
@@ -43,21 +32,11 @@ def small(name: str, seed: int = 0, **kw):
     return sharpened(RNN(RNNConfig(n_layer=2, n_embd=16, n_hidden=32, **kw), V, Layout.seq()))
 
 
-def run(coder, ids: torch.Tensor, cond=None) -> torch.Tensor:
-    """pmfs (B, T, V) of every position of ids (B, T): init_state's, then one per step."""
-    pmf, state = coder.init_state(ids.size(0), cond)
-    out = [pmf]
-    for t in range(ids.size(1) - 1):
-        pmf, state = coder.step(state, ids[:, t])
-        out.append(pmf)
-    return torch.stack(out, 1)
-
-
 @pytest.mark.parametrize("name", ["gpt", "lstm", "rnn"])
 def test_pmf_is_int64_sums_to_2_16_and_never_zero(name):
     coder = small(name).exact_coder()
     ids = torch.randint(0, V, (5, 30), generator=torch.Generator().manual_seed(1))
-    pmf = run(coder, ids)
+    pmf = run_coder(coder, ids)
     assert pmf.dtype == torch.int64 and pmf.shape == (5, 30, V)
     assert bool((pmf.sum(-1) == 2**16).all()) and int(pmf.min()) >= 1
     assert int(pmf.max()) > 2 * 2**16 // V  # sharpened: far from uniform
@@ -82,17 +61,10 @@ def test_tables_are_the_functions():
 
 
 def test_save_load_round_trip_needs_no_float_prior(tmp_path):
-    for name, cls in (("gpt", GPTExactCoder), ("lstm", LSTMExactCoder)):
-        coder = small(name, n_classes=3).exact_coder()
-        save_coder(coder, tmp_path / name)
-        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["coder.safetensors",
-                                                                       "config.json"]
-        json.loads((tmp_path / name / "config.json").read_text())
-        loaded = load_coder(tmp_path / name, cls)
-        assert all(not t.is_floating_point() for t in coder.tensors().values())
-        ids = torch.randint(0, V, (4, 20), generator=torch.Generator().manual_seed(2))
-        cond = torch.tensor([0, 1, 2, 1])
-        assert torch.equal(run(coder, ids, cond), run(loaded, ids, cond))
+    ids = torch.randint(0, V, (4, 20), generator=torch.Generator().manual_seed(2))
+    for name in ("gpt", "lstm"):
+        assert_round_trip(small(name, n_classes=3).exact_coder(), ids, torch.tensor([0, 1, 2, 1]),
+                          tmp_path / name)
 
 
 def test_priors_and_heads_without_a_coder_refuse_in_one_line():
@@ -107,76 +79,13 @@ def test_priors_and_heads_without_a_coder_refuse_in_one_line():
     assert "\n" not in str(info.value)
 
 
-# -- bit-identity across machines' kernels ---------------------------------------------------------
-WORKER = r"""
-import hashlib, sys, torch
-from priors import GPT, LSTM
-from priors.gpt_exact import GPTExactCoder
-from priors.integer import load_coder
-from priors.lstm_exact import LSTMExactCoder
-folder, steps, short = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ids = torch.randint(0, 65, (8, steps), generator=torch.Generator().manual_seed(1))
-lines = [torch.backends.cpu.get_cpu_capability()]
-for name, prior_cls, coder_cls in (("gpt", GPT, GPTExactCoder), ("lstm", LSTM, LSTMExactCoder)):
-    # the export itself is deterministic too: decimal tables, correctly rounded quantization
-    exported = prior_cls.from_pretrained(f"{folder}/{name}_prior").exact_coder()
-    digest = hashlib.sha256()
-    for key, t in sorted(exported.tensors().items()):
-        digest.update(key.encode() + t.numpy().tobytes())
-    lines.append(f"{name} export {digest.hexdigest()}")
-    coder = load_coder(f"{folder}/{name}_coder", coder_cls)
-    # 1 thread: every step; 2 threads: the first `short` (a loaded 2-core machine makes
-    # multithreaded BLAS calls of this size slow); each digest covers that many steps
-    for threads, n in ((1, steps), (2, short)):
-        torch.set_num_threads(threads)
-        digest, prefix = hashlib.sha256(), hashlib.sha256()
-        pmf, state = coder.init_state(8)
-        for t in range(n):
-            for d in (digest, prefix) if t < short else (digest,):
-                d.update(pmf.numpy().tobytes())
-            if t < n - 1:
-                pmf, state = coder.step(state, ids[:, t])
-        lines.append(f"{name} {threads} threads: {prefix.hexdigest()} {digest.hexdigest()}")
-print("\n".join(lines))
-"""
-
-
-def cpu_capabilities() -> list[str]:
-    flags = set()
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return ["default"] + [c for c, f in (("avx2", "avx2"), ("avx512", "avx512f")) if f in flags]
-
-
 def test_pmfs_are_bit_identical_across_cpu_kernels_and_threads(tmp_path):
     """The same saved coder, run under every ATEN_CPU_CAPABILITY this CPU has (and MKL kernel
-    set) and with 1 and 2 threads, hashes its pmfs alike (the float path's pmfs differ between
-    kernel sets). The float models are made here once and saved, since even torch.randn
-    differs between kernel sets."""
+    set) and with 1 and 2 threads, hashes its export and its pmfs alike over 200 steps (the
+    float path's pmfs differ between kernel sets)."""
     torch.manual_seed(0)
     gpt = sharpened(GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=256), 65, Layout.seq()))
     lstm = sharpened(LSTM(LSTMConfig(n_layer=2, n_embd=32, n_hidden=64), 65, Layout.seq()))
+    ids = torch.randint(0, 65, (8, 200), generator=torch.Generator().manual_seed(1))
     for name, model in (("gpt", gpt), ("lstm", lstm)):
-        model.save(tmp_path / f"{name}_prior")
-        save_coder(model.exact_coder(), tmp_path / f"{name}_coder")
-    caps = cpu_capabilities()
-    # MKL picks its own kernels (the float64 products run there): switch them alongside
-    mkl = {"default": "SSE4_2", "avx2": "AVX2", "avx512": "AVX512"}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(tmp_path), "200", "20"], cwd=ROOT,
-        env={**env, "ATEN_CPU_CAPABILITY": cap, "MKL_ENABLE_INSTRUCTIONS": mkl[cap]},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cap in caps]
-    results = []
-    for cap, proc in zip(caps, procs, strict=True):
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        lines = out.strip().splitlines()[-7:]
-        assert lines[0] == cap.upper()  # the kernel set really was switched
-        results.append(lines[1:])
-    assert len(caps) >= 2 and all(r == results[0] for r in results), dict(zip(caps, results, strict=True))
-    for one, two in ((1, 2), (4, 5)):  # gpt, lstm: the 2-thread digest of the first steps
-        assert results[0][two].split()[-2] == results[0][one].split()[-2]
+        assert_bit_identical_across_kernels(model, ids, None, tmp_path / name)

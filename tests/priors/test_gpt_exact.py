@@ -8,29 +8,8 @@ import torch
 
 from plugins.errors import CompressionError
 from priors import GPT, GPTConfig
-from tests.priors.test_exact import run, sharpened
+from tests.priors.exact_kernels import assert_close_to_float, sharpened
 from tokenizers_ar import Layout
-
-
-def float_pmfs(model, ids, cond=None) -> torch.Tensor:
-    with torch.no_grad():
-        return model.distribution.quantized_pmf(model(ids, cond))
-
-
-def assert_close_to_float(model, vocab: int, cond=None, T: int = 48):
-    """The exact pmfs against the float model's `quantized_pmf`, on random ids: cross-entropy
-    within 1% and log-masses within 0.02 nats on average. 12-bit weights per row and 12
-    fractional bits of activations move logits by about 1e-3 relative, the tables (grid 2**-10)
-    by ~5e-4 absolute: far below both bounds, which a wrong wiring (a missing bias, the wrong
-    gate order, a layer skipped) exceeds many times over."""
-    B = 1 if cond is None else cond.numel()
-    ids = torch.randint(0, vocab, (max(B, 6) if cond is None else B, T),
-                        generator=torch.Generator().manual_seed(3))
-    exact = run(model.exact_coder(), ids, cond).double()
-    ref = float_pmfs(model, ids, cond).double()
-    ce = lambda p: float(-torch.log(p.gather(-1, ids[..., None]) / 2**16).mean())  # noqa: E731
-    assert abs(ce(exact) - ce(ref)) < 0.01 * ce(ref)
-    assert float((exact.log() - ref.log()).abs().mean()) < 0.02
 
 
 @pytest.mark.parametrize("kw", [{}, {"bias": True}, {"n_classes": 3}])

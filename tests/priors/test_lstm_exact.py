@@ -8,8 +8,7 @@ import torch
 
 from priors import LSTM, LSTMConfig
 from priors.rnn import RNN, RNNConfig
-from tests.priors.test_exact import sharpened
-from tests.priors.test_gpt_exact import assert_close_to_float
+from tests.priors.exact_kernels import assert_close_to_float, sharpened
 from tokenizers_ar import Layout
 
 
