@@ -307,7 +307,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                     compile=args.compile or None)
     n = args.n if args.n is not None else (1 if args.draft else None)
     result = pipe.generate(n, seed=args.seed, cond=args.label, prompt=args.prompt,
-                           draft=args.draft, progress=True, **decoding)
+                           draft=args.draft, progress=not args.quiet, **decoding)
     samples = pipe.decode(result, prompt=args.prompt)
     if result.acceptance_rate is not None:
         print(f"speculative decoding: {result.accepted}/{result.proposed} draft tokens accepted "
@@ -325,7 +325,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     ids, examples = (None, None) if args.data is None else \
         read_examples(Path(args.data), pipe.tokenizer.modality)
     label = None if args.label is None else pipe.class_index(args.label)
-    score = pipe.score(examples, labels=label, ids=ids, progress=True, ensemble=args.ensemble)
+    score = pipe.score(examples, labels=label, ids=ids, progress=not args.quiet, ensemble=args.ensemble)
     if not process_state().is_main_process:  # data-parallel scoring: the main process reports
         return 0
     if args.per_example:
