@@ -57,7 +57,7 @@ from pipelines.io.safe import is_stdout, read_text
 from pipelines.pipeline import Pipeline
 from pipelines.recipe.limits import check_recipe_memory
 from pipelines.recipe.loader import load_recipe
-from pipelines.runs.plot import plot_run
+from pipelines.runs import plot
 from pipelines.runs.rundir import write_text_atomically
 from pipelines.runs.samples import write_samples
 from pipelines.training.stage1 import build_tokenizer, verify_codes
@@ -439,7 +439,7 @@ def cmd_export_codec(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    print(plot_run(args.run_dir, args.out))
+    print(plot.plot_run(args.run_dir, args.out))
     return 0
 
 
