@@ -75,7 +75,7 @@ def budget(seconds: float, keep: Path) -> list[str]:
     """max_steps for `seconds` from 40 timed steps of the recipe (as benchmarks/_common.py)."""
     import yaml
 
-    from pipelines.runs.rundir import write_text_atomically
+    from pipelines.io.atomic import write_text_atomically
 
     recipe = keep / "fashion_ood.yaml"
     write_text_atomically(recipe, yaml.safe_dump(RECIPE))

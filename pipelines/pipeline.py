@@ -34,21 +34,15 @@ from pipelines.compression.container import (
 from pipelines.compression.lossless import compress_mode
 from pipelines.data.order import Ordering
 from pipelines.detection.detectors import DetectResult, detect
+from pipelines.io.atomic import write_atomically, write_text_atomically
 from pipelines.io.progress import progress_bar
 from pipelines.recipe.limits import check_decode_memory
 from pipelines.recipe.loader import Recipe, load_recipe
 from pipelines.runs.lock import releases_run_locks
-from pipelines.runs.rundir import (
-    RECIPE_FILE,
-    load_saved,
-    mark_saved_dir,
-    read_class_names,
-    require_run_dir,
-    write_text_atomically,
-)
+from pipelines.runs.rundir import RECIPE_FILE, load_saved, mark_saved_dir, read_class_names, require_run_dir
 from pipelines.scoring import Score, score_examples
 from pipelines.training import stage1
-from pipelines.training.checkpoint import list_checkpoints, newest_loadable, write_atomically
+from pipelines.training.checkpoint import list_checkpoints, newest_loadable
 from pipelines.training.run import TrainingRun
 from pipelines.training.trainer import TrainResult, process_state
 from plugins.errors import (

@@ -21,8 +21,8 @@ from pipelines.cli.options import add_precision, add_threads
 from pipelines.detection.data import read_data
 from pipelines.detection.evaluate import evaluate, plot_histograms
 from pipelines.detection.surprise import write_maps
+from pipelines.io.atomic import write_json_atomically, write_text_atomically
 from pipelines.pipeline import Pipeline
-from pipelines.runs.rundir import write_json_atomically, write_text_atomically
 from pipelines.training.trainer import process_state
 
 METHODS = ("likelihood", "ratio", "typicality", "complexity")  # pipelines.detection.detectors.METHODS

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipelines.io.atomic import write_text_atomically
 from pipelines.recipe.starter import inspect
-from pipelines.runs.rundir import write_text_atomically
 from plugins.errors import TokarError
 
 

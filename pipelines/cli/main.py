@@ -52,13 +52,13 @@ from pipelines.compression.files import (
     write_output,
 )
 from pipelines.detection.data import read_audio_paths, read_images
+from pipelines.io.atomic import is_stdout, write_text_atomically
 from pipelines.io.progress import progress_bar, quiet_library_bars
-from pipelines.io.safe import is_stdout, read_text
+from pipelines.io.safe import read_text
 from pipelines.pipeline import Pipeline
 from pipelines.recipe.limits import check_recipe_memory
 from pipelines.recipe.loader import load_recipe
 from pipelines.runs import plot
-from pipelines.runs.rundir import write_text_atomically
 from pipelines.runs.samples import write_samples
 from pipelines.training.stage1 import build_tokenizer, verify_codes
 from pipelines.training.trainer import process_state

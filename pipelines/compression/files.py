@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.io.atomic import write_file_atomically
 from pipelines.io.safe import check_regular_file, read_bytes, read_image
-from pipelines.runs.rundir import write_file_atomically
 from plugins.errors import CompressionError, DataError
 
 SUFFIX = ".tkz"

@@ -45,8 +45,8 @@ import numpy as np
 
 from pipelines.detection.complexity import check_compressor, compressed_bits, default_compressor
 from pipelines.detection.data import cut_passages
+from pipelines.io.atomic import write_json_atomically
 from pipelines.io.safe import read_json
-from pipelines.runs.rundir import write_json_atomically
 from pipelines.scoring import LN2
 from pipelines.training.trainer import process_state
 from plugins.errors import DataError, StorageError, TokarError

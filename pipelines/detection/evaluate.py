@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from pipelines.detection import detectors
 from pipelines.detection.complexity import check_compressor, default_compressor
-from pipelines.runs.rundir import write_file_atomically
+from pipelines.io.atomic import write_file_atomically
 from plugins.errors import DataError, TokarError
 
 if TYPE_CHECKING:

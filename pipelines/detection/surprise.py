@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.detection.complexity import image_bytes, pcm16
-from pipelines.runs.rundir import write_file_atomically, write_text_atomically
+from pipelines.io.atomic import write_file_atomically, write_text_atomically
 from pipelines.scoring import LN2
 
 logger = logging.getLogger(__name__)

@@ -28,13 +28,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import shutil
 import stat
-import sys
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,112 +141,6 @@ def remove_quietly(path: Path) -> None:
             path.unlink()
     except OSError:
         pass
-
-
-STDOUT = "-"  # `--out -`: standard output
-
-
-def is_stdout(path: str | Path | None) -> bool:
-    return path is not None and str(path) == STDOUT
-
-
-def is_stream(path: str | Path) -> bool:
-    """`-`, a character device or a FIFO (symlinks followed): outputs that take one stream of
-    bytes, never a folder of files."""
-    if is_stdout(path):
-        return True
-    try:
-        mode = Path(path).stat().st_mode
-    except OSError:
-        return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
-
-
-def output_target(path: str | Path) -> tuple[str, Path]:
-    """Where a write of `path` lands, and how: ("stdout", path) for `-`; ("through", path) for a
-    character device or FIFO (/dev/null, a pipe a reader waits on: opened and written, never
-    replaced by a regular file); ("atomic", target) for a regular file or a missing one, where
-    `target` is the path a symlink resolves to (the link stays a link; its target is replaced).
-    The one rule every writer of tokar follows; anything else (a folder, a block device, a
-    socket, a symlink loop) is a StorageError naming `path`."""
-    if is_stdout(path):
-        return "stdout", Path(path)
-    path = Path(path)
-    target = path
-    if path.is_symlink():
-        try:
-            target = path.resolve(strict=False)
-        except (RuntimeError, OSError) as exc:  # a loop of links
-            raise StorageError(f"could not write {path}: it is a symlink that never reaches a file "
-                               f"(a loop?); remove it or name another output ({exc}).") from exc
-    try:
-        st = target.stat()
-    except FileNotFoundError:
-        return "atomic", target
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StorageError(f"could not write {path}: it is a symlink that never reaches a "
-                               "file (a loop); remove it or name another output.") from exc
-        raise write_error(exc, path) or exc from exc
-    if stat.S_ISREG(st.st_mode):
-        return "atomic", target
-    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
-        return "through", target
-    if stat.S_ISDIR(st.st_mode):
-        raise StorageError(f"could not write {path}: it is a folder; give a file path.")
-    raise StorageError(f"could not write {path}: it is a {file_kind(st.st_mode)}; tokar writes "
-                       "regular files, character devices (/dev/null) and named pipes only.")
-
-
-def _write_through(target: Path, data: bytes, shown: Path) -> None:
-    # a device or FIFO: opened and written, no truncation, no rename
-    with writing(shown, len(data)), open(target, "wb", buffering=0) as f:
-            view = memoryview(data)
-            while view:
-                view = view[f.write(view):]
-
-
-def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` following output_target(): to standard output for `-`, straight
-    through to a device or FIFO, else to a hidden temporary file beside the (symlink-resolved)
-    target, renamed into place."""
-    kind, target = output_target(path)
-    if kind == "stdout":
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return target
-    if kind == "through":
-        _write_through(target, data, Path(path))
-        return Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
-    with writing(path, len(data), cleanup=(tmp,)):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-        os.replace(tmp, target)
-    return Path(path)
-
-
-def write_file_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call write(tmp_path) (a library that wants a file name: matplotlib, soundfile, PIL), then
-    put the result where output_target() says: renamed into place for a regular file (a
-    symlink's target), copied through to a device or FIFO, to standard output for `-`. A failure
-    (a full disk included) removes the temporary file and is one StorageError naming `path`."""
-    kind, target = output_target(path)
-    if kind != "atomic":  # render into a private temporary folder, then pass the bytes on
-        with tempfile.TemporaryDirectory(prefix="tokar-out-") as folder:
-            tmp = Path(folder) / f"out{Path(path).suffix}"
-            with writing(path):
-                write(tmp)
-            return write_bytes_atomically(path, tmp.read_bytes())
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
-    with writing(path, cleanup=(tmp,)):
-        write(tmp)
-        os.replace(tmp, target)
-    remove_quietly(tmp)
-    return Path(path)
 
 
 def ensure_folder(path: str | Path) -> Path:

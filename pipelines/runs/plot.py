@@ -11,7 +11,8 @@ import logging
 import math
 from pathlib import Path
 
-from pipelines.io.safe import read_bytes, write_bytes_atomically
+from pipelines.io.atomic import write_bytes_atomically
+from pipelines.io.safe import read_bytes
 from plugins.errors import RunDirError, StorageError
 
 logger = logging.getLogger(__name__)

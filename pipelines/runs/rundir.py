@@ -11,32 +11,25 @@ directory is locked for the whole run (pipelines/runs/lock.py). Default run name
 by creating the directory exclusively, so parallel sweeps started in the same second never share
 one.
 
-Not here: checkpoints (pipelines/training/checkpoint.py), what a resume may change (pipelines/training/resume.py).
+Not here: checkpoints (pipelines/training/checkpoint.py), what a resume may change
+(pipelines/training/resume.py), atomic writes (pipelines/io/atomic.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.io.safe import (  # noqa: F401 - write_file_atomically: re-exported for writers
-    read_json,
-    remove_quietly,
-    write_bytes_atomically,
-    write_file_atomically,
-    writing,
-)
+from pipelines.io.atomic import write_json_atomically, write_text_atomically
+from pipelines.io.safe import read_json, remove_quietly, writing
 from pipelines.runs.lock import LOCK_FILE, lock_run_dir
 from plugins.errors import CheckpointError, RunDirError, TokarError
+from plugins.manager import tokar_version
 
 logger = logging.getLogger(__name__)
-from plugins.manager import tokar_version
 
 RECIPE_FILE = "recipe.yaml"
 RUN_FILE = "run.json"
@@ -45,7 +38,8 @@ METRICS_FILE = "metrics.jsonl"
 STATUSES = ("preparing", "running", "complete", "saved")
 
 # what a resume may change: how long and how verbosely it trains, never the model or data
-RESUMABLE = ("train.max_steps", "train.max_seconds", "train.eval_every", "train.eval_samples", "train.log_every",
+RESUMABLE = ("train.max_steps", "train.max_seconds", "train.eval_every", "train.eval_samples",
+             "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.early_stopping_patience",
              "train.early_stopping_min_delta", "train.num_workers", "train.log_with",
              "train.memory_limit_gb", "train.threads", "sample")
@@ -230,30 +224,6 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_text_atomically(path, "".join(line + "\n" for line in keep))
 
 
-def remove_atomically(path: Path) -> None:
-    if path.exists():
-        old = path.with_name(f".old-{path.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # -- writing -------------------------------------------------------------------------------------------
-def write_text_atomically(path: Path, text: str) -> None:
-    write_bytes_atomically(path, text.encode("utf-8"))
 
 
-def finite(value: Any) -> Any:
-    """`value` with NaN and infinities replaced by None: JSON has no NaN, and a reader's json
-    module would reject the file."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
-
-
-def write_json_atomically(path: Path, payload: Any) -> None:
-    write_text_atomically(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.io.safe import ensure_folder, is_stream, write_bytes_atomically
+from pipelines.io.atomic import is_stream, write_bytes_atomically
+from pipelines.io.safe import ensure_folder
 from plugins.errors import StorageError, TokarError
 
 
@@ -94,7 +95,8 @@ def write_samples(examples: Sequence[Any], out: str | Path, cols: int | None = N
     samples.png); text as `out` (one .txt file, samples separated by a rule) or, for a folder,
     one sample_NNN.txt per sample; audio (the tokenizer's modality, at its `sample_rate`) as
     WAVs and a plot in the folder `out`, or one clip as the .wav file `out`. `-` (standard
-    output), a device or a FIFO takes one file's bytes (text, a PNG grid, a CSV, one WAV). `cols`: images per grid row. Returns the files written."""
+    output), a device or a FIFO takes one file's bytes (text, a PNG grid, a CSV, one WAV).
+    `cols`: images per grid row. Returns the files written."""
     out = Path(out)
     if not examples:
         return []

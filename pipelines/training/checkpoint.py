@@ -19,20 +19,18 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import broadcast_object_list
 from safetensors.torch import save_model
 from torch import nn
 
-from pipelines.io.safe import free_bytes, human_bytes, is_disk_full, read_json, write_error, writing
+from pipelines.io.atomic import saved_bytes
+from pipelines.io.safe import free_bytes, human_bytes, is_disk_full, read_json, write_error
 from plugins.errors import CheckpointError, TokarError
 from priors.base import load_weights
 
@@ -53,65 +51,12 @@ class Checkpoint:
         return read_json(self.path / STATE_FILE, "checkpoint state", CheckpointError)
 
 
-def fsync_tree(path: Path) -> None:
-    for p in path.iterdir():
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Flush `tmp` to disk and move it to `final` in one rename (replacing an older `final`)."""
-    fsync_tree(tmp)
-    if final.exists():
-        old = final.parent / f".old-{final.name}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def write_atomically(final: Path, write: Any) -> Path:
-    """Call write(tmp_dir), then move tmp_dir to `final` in one rename. A failure removes tmp_dir;
-    a full disk is reported naming `final` and the space needed."""
-    final = Path(final)
-    tmp = final.parent / f".tmp-{final.name}-{writer_id()}"
-    with writing(final, _bytes_of(getattr(write, "__self__", None)), cleanup=(tmp,)):
-        tmp.mkdir(parents=True)
-        write(tmp)
-        publish(tmp, final)
-    return final
-
-
-def _bytes_of(obj: Any) -> int | None:
-    """What saving `obj` will about take on disk (a module's tensors, a tokenizer's), if known."""
-    tensors = obj.state_dict().values() if isinstance(obj, nn.Module) else \
-        obj.tensors().values() if hasattr(obj, "tensors") else None
-    return sum(t.numel() * t.element_size() for t in tensors) if tensors is not None else None
-
-
 def checkpoint_bytes(model: nn.Module, optimizer: Any) -> int:
     """About the size of one checkpoint: weights plus the optimizer's state tensors."""
-    size = _bytes_of(model) or 0
+    size = saved_bytes(model) or 0
     for state in optimizer.state_dict()["state"].values():
         size += sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))
     return size
-
-
-def writer_id(accelerator: Any = None) -> str:
-    """A token unique to this writer (PID and randomness), the same on every process of a launch:
-    names of temporary folders never collide between two writers."""
-    token = f"{os.getpid()}-{secrets.token_hex(3)}"
-    if accelerator is not None and accelerator.num_processes > 1:
-
-        token = broadcast_object_list([token])[0]
-    return token
 
 
 def rng_state() -> dict[str, Any]:

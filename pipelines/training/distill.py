@@ -30,8 +30,8 @@ import torch
 from pydantic import Field
 
 from pipelines.data.sources import Source, SourceConfig
+from pipelines.io.atomic import write_text_atomically
 from pipelines.pipeline import Pipeline
-from pipelines.runs.rundir import write_text_atomically
 from plugins.errors import DataError
 from priors import DecodeConfig, generate
 

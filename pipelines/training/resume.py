@@ -27,17 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.io.atomic import remove_atomically, write_text_atomically
 from pipelines.io.safe import remove_quietly
 from pipelines.recipe.loader import Recipe
-from pipelines.runs.rundir import (
-    METRICS_FILE,
-    RECIPE_FILE,
-    remove_atomically,
-    run_record,
-    truncate_metrics,
-    write_run_file,
-    write_text_atomically,
-)
+from pipelines.runs.rundir import METRICS_FILE, RECIPE_FILE, run_record, truncate_metrics, write_run_file
 from pipelines.scoring import Score
 from pipelines.training import checkpoint
 from pipelines.training.trainer import TrainResult, param_groups

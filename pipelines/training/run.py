@@ -33,6 +33,7 @@ from PIL import Image
 from pipelines.data import sources
 from pipelines.data.augment import Mutation
 from pipelines.data.order import Ordering
+from pipelines.io.atomic import write_atomically, write_json_atomically, write_text_atomically
 from pipelines.recipe.limits import check_training_memory, check_training_window
 from pipelines.recipe.loader import Recipe, load_recipe
 from pipelines.runs.lock import lock_run_dir
@@ -45,13 +46,10 @@ from pipelines.runs.rundir import (
     claim_run_dir,
     diff,
     require_run_dir,
-    write_json_atomically,
-    write_text_atomically,
 )
 from pipelines.runs.samples import write_samples
 from pipelines.training import stage1
 from pipelines.training.causality import check_causal
-from pipelines.training.checkpoint import write_atomically
 from pipelines.training.resume import ResumePlan, plan_resume
 from pipelines.training.trainer import Trainer, TrainResult, make_accelerator, process_state
 from plugins.errors import DataError, RecipeError, TokarError

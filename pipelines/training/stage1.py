@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from pipelines.data import sources
+from pipelines.io.atomic import write_json_atomically
 from pipelines.io.safe import read_json
 from pipelines.recipe.loader import Component
-from pipelines.runs.rundir import load_saved, write_json_atomically
+from pipelines.runs.rundir import load_saved
 from pipelines.runs.samples import write_samples
 from plugins.errors import CheckpointError, DataError, RecipeError, TokarError
 from tokenizers_ar import images

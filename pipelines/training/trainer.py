@@ -41,10 +41,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipelines.data import batches
 from pipelines.data.sources import TokenData
 from pipelines.data.streaming import StreamBatches, TokenStream
+from pipelines.io import atomic
+from pipelines.io.atomic import finite
 from pipelines.io.progress import budget_total, progress_bar
 from pipelines.io.safe import writing
 from pipelines.recipe.loader import TrainConfig
-from pipelines.runs.rundir import finite
 from pipelines.scoring import LN2, Score, score_batches
 from pipelines.training import checkpoint
 from pipelines.training.scheduled_sampling import ScheduledSampling
@@ -207,7 +208,7 @@ class Trainer:
         self.val_loader = accelerator.prepare(val_loader) if val_loader is not None else None
         self.state = TrainState()
         self._resumed: checkpoint.Checkpoint | None = None
-        self._writer = checkpoint.writer_id(accelerator)  # temporary checkpoint folders are this writer's
+        self._writer = atomic.writer_id(accelerator)  # temporary checkpoint folders are this writer's
         self.scheduled = None if cfg.scheduled_sampling is None else ScheduledSampling(
             cfg.scheduled_sampling, prior, accelerator.num_processes, cfg.seed, accelerator.process_index)
 
@@ -235,7 +236,7 @@ class Trainer:
             if self.is_main:
                 checkpoint.write_checkpoint_files(tmp, self.prior, self.optimizer, self.scheduler,
                                           self._state_dict())
-                checkpoint.publish(tmp, final)
+                atomic.publish(tmp, final)
                 checkpoint.prune(self.ckpt_root, self.cfg.keep_checkpoints)
         except BaseException as exc:  # a full disk, a Ctrl-C mid-save: the temporary folder goes
             checkpoint.shutil.rmtree(tmp, ignore_errors=True)

@@ -25,10 +25,11 @@ from safetensors.torch import load_file
 
 from pipelines import Pipeline
 from pipelines.cli.main import main
-from pipelines.io import safe
+from pipelines.io import atomic
+from pipelines.io.atomic import write_json_atomically
 from pipelines.recipe.loader import load_raw, load_recipe
 from pipelines.runs.lock import RunLock, releases_run_locks
-from pipelines.runs.rundir import claim_run_dir, write_json_atomically
+from pipelines.runs.rundir import claim_run_dir
 from pipelines.runs.samples import write_samples
 from pipelines.training import checkpoint
 from plugins.errors import CheckpointError, RecipeError, RunLockedError, StorageError, TokarError
@@ -226,8 +227,8 @@ def test_default_run_names_never_collide(tmp_path, monkeypatch):
 
 
 def test_temporary_checkpoint_folders_are_unique_per_writer(tmp_path):
-    first = checkpoint.tmp_dir(tmp_path, 10, checkpoint.writer_id())
-    assert first != checkpoint.tmp_dir(tmp_path, 10, checkpoint.writer_id())
+    first = checkpoint.tmp_dir(tmp_path, 10, atomic.writer_id())
+    assert first != checkpoint.tmp_dir(tmp_path, 10, atomic.writer_id())
 
 
 # -- 3. a full disk is a clear error, and cleans up after itself -----------------------------------
@@ -273,7 +274,7 @@ def test_disk_full_on_run_files_and_samples(tmp_path, monkeypatch):
             return FullFile()
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(safe, "open", full_open, raising=False)
+    monkeypatch.setattr(atomic, "open", full_open, raising=False)
     with pytest.raises(StorageError, match=rf"could not write {tmp_path / 'run.json'}: the disk is "
                        r"full \(about \d+ B needed, .* free there\)"):
         write_json_atomically(tmp_path / "run.json", {"status": "running"})

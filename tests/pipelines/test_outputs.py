@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from pipelines.cli.main import main
-from pipelines.io import safe
+from pipelines.io import atomic
 from pipelines.runs.samples import write_samples
 from plugins.errors import StorageError
 
@@ -32,9 +32,9 @@ def is_char_device(path: Path) -> bool:
 @pytest.mark.parametrize("writer", ["bytes", "file"])
 def test_dev_null_stays_a_device(writer):
     if writer == "bytes":
-        safe.write_bytes_atomically(DEVNULL, b"hello")
+        atomic.write_bytes_atomically(DEVNULL, b"hello")
     else:
-        safe.write_file_atomically(DEVNULL, lambda tmp: tmp.write_bytes(b"hello"))
+        atomic.write_file_atomically(DEVNULL, lambda tmp: tmp.write_bytes(b"hello"))
     assert is_char_device(DEVNULL)
 
 
@@ -46,9 +46,9 @@ def test_a_fifo_is_written_through_to_its_reader(tmp_path, writer):
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     if writer == "bytes":
-        safe.write_bytes_atomically(fifo, b"through the pipe")
+        atomic.write_bytes_atomically(fifo, b"through the pipe")
     else:
-        safe.write_file_atomically(fifo, lambda tmp: tmp.write_bytes(b"through the pipe"))
+        atomic.write_file_atomically(fifo, lambda tmp: tmp.write_bytes(b"through the pipe"))
     reader.join(timeout=10)
     assert got == [b"through the pipe"]
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
@@ -61,13 +61,13 @@ def test_a_symlink_stays_a_link_and_its_target_is_replaced(tmp_path):
     target.write_text("old\n")
     link = tmp_path / "link.jsonl"
     link.symlink_to(target)
-    safe.write_bytes_atomically(link, b"new\n")
+    atomic.write_bytes_atomically(link, b"new\n")
     assert link.is_symlink() and target.read_text() == "new\n"
-    safe.write_file_atomically(link, lambda tmp: tmp.write_text("newer\n"))
+    atomic.write_file_atomically(link, lambda tmp: tmp.write_text("newer\n"))
     assert link.is_symlink() and target.read_text() == "newer\n"
     dangling = tmp_path / "dangling.txt"
     dangling.symlink_to(tmp_path / "real" / "later.txt")
-    safe.write_bytes_atomically(dangling, b"x")
+    atomic.write_bytes_atomically(dangling, b"x")
     assert dangling.is_symlink() and (tmp_path / "real" / "later.txt").read_bytes() == b"x"
 
 
@@ -76,13 +76,13 @@ def test_a_symlink_loop_or_folder_is_refused_in_one_line(tmp_path):
     loop.symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(loop)
     with pytest.raises(StorageError, match="loop"):
-        safe.write_bytes_atomically(loop, b"x")
+        atomic.write_bytes_atomically(loop, b"x")
     with pytest.raises(StorageError, match="folder"):
-        safe.write_file_atomically(tmp_path, lambda tmp: tmp.write_bytes(b"x"))
+        atomic.write_file_atomically(tmp_path, lambda tmp: tmp.write_bytes(b"x"))
 
 
 def test_dash_is_standard_output(capfdbinary):
-    safe.write_bytes_atomically("-", b"to stdout\n")
+    atomic.write_bytes_atomically("-", b"to stdout\n")
     assert capfdbinary.readouterr().out == b"to stdout\n"
 
 

@@ -85,12 +85,12 @@ KILLER = textwrap.dedent("""
     from pipelines.training import checkpoint
     import yaml
 
-    original = checkpoint.publish
+    original = atomic.publish
     def publish(tmp, final):
         if final.name == "step_0000020":  # files written, not yet renamed into place
             os.kill(os.getpid(), signal.SIGKILL)
         original(tmp, final)
-    checkpoint.publish = publish
+    atomic.publish = publish
     Pipeline.from_recipe(yaml.safe_load(open(sys.argv[1]))).train(sys.argv[2], progress=False)
 """)
 
