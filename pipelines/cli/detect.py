@@ -83,7 +83,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     lines = "".join(json.dumps(d.to_dict(result.unit)) + "\n" for d in result.detections)
     summary = result.summary()
     if args.maps:
-
         titles = [f"{d.id}: {d.bits_per_unit:.3f} bits/{result.unit}, {result.method} score "
                   f"{d.score:.3f}, p={d.p_value:.3f} ({'anomalous' if d.anomalous else 'normal'})"
                   for d in result.detections]

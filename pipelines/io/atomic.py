@@ -221,6 +221,5 @@ def writer_id(accelerator: Any = None) -> str:
     names of temporary folders never collide between two writers."""
     token = f"{os.getpid()}-{secrets.token_hex(3)}"
     if accelerator is not None and accelerator.num_processes > 1:
-
         token = broadcast_object_list([token])[0]
     return token
