@@ -21,7 +21,7 @@ from pipelines.cli.options import add_precision, add_threads
 from pipelines.detection.data import read_data
 from pipelines.detection.evaluate import evaluate, plot_histograms
 from pipelines.detection.surprise import write_maps
-from pipelines.io.atomic import write_json_atomically, write_text_atomically
+from pipelines.io.atomic import is_stdout, write_json_atomically, write_text_atomically
 from pipelines.pipeline import Pipeline
 from pipelines.training.trainer import process_state
 
@@ -114,7 +114,7 @@ def cmd_detect_eval(args: argparse.Namespace) -> int:
     plot = Path(args.plot) if args.plot else Path(args.run_dir) / "detect" / "histogram.png"
     payload = {**report.to_dict(), "plot": str(plot_histograms(report, plot, Path(args.in_data).name,
                                                                Path(args.ood).name))}
-    if args.out:
+    if args.out and not is_stdout(args.out):  # `--out -`: the report printed once, below
         write_json_atomically(Path(args.out), payload)
     print(json.dumps(payload))
     return 0
