@@ -82,7 +82,7 @@ def test_resume_after_interruption_is_exact(straight, tmp_path, interrupt_at):
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from pipelines import Pipeline
-    from pipelines.training import checkpoint
+    from pipelines.io import atomic
     import yaml
 
     original = atomic.publish
