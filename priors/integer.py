@@ -74,11 +74,21 @@ def _pow2(n: int) -> float:
 
 
 # -- primitives -------------------------------------------------------------------------------
+PRIMITIVES: dict[str, type[Primitive]] = {}  # kind -> class, what a saved coder names
+
+
 class Primitive:
     """A piece of an integer network: integer tensors (`ints`, what is saved) and a JSON spec of
-    numbers (`spec`); `_prepare` derives the float64 tensors the arithmetic runs on."""
+    numbers (`spec`); `_prepare` derives the float tensors the arithmetic runs on. Each subclass
+    registers its `kind`, the name a saved coder gives it."""
 
     kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:  # a subclass that names a kind of its own
+            assert cls.kind not in PRIMITIVES, f"two primitives of kind {cls.kind!r}"
+            PRIMITIVES[cls.kind] = cls
 
     def __init__(self, spec: dict[str, Any], ints: dict[str, torch.Tensor]):
         self.spec = dict(spec)
@@ -207,16 +217,13 @@ class Table(Primitive):
 
     def _prepare(self) -> None:
         self.values = self.ints["values"].double()
+        self.values32 = self.ints["values"].float()  # exact for the tables below 2**24
         self.step = _pow2(self.spec["table_frac"] - self.spec["frac"])  # exact power of 2
         self.last = self.values.numel() - 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         index = (x * self.step).add_(0.5).floor_().sub_(self.spec["lo"]).clamp_(0, self.last)
         return self.values[index.long()]
-
-
-PRIMITIVES: dict[str, type[Primitive]] = {
-    c.kind: c for c in (IntEmbedding, IntLinear, IntLayerNorm, Table)}
 
 
 @functools.lru_cache(maxsize=32)

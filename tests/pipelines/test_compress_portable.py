@@ -118,6 +118,19 @@ def test_version_1_files_still_decode(gpt_run):
     assert pipe.decompress(blob) == data
 
 
+def test_files_of_the_first_gpt_coder_still_decode(tmp_path, capsys):
+    """tests/data/gpt_format1: a char GPT's file and frozen codec written by tokar before the gpt
+    coder's format 2 (float32 products). The codec names format 1, and it decodes the file."""
+    fixture = ROOT / "tests/data/gpt_format1"
+    codec = fixture / "a8e467a14a8c9440"
+    config = json.loads((codec / "coder/config.json").read_text())
+    assert config["format_version"] == 1
+    assert {m["kind"] for m in config["modules"].values()} >= {"linear", "layernorm"}
+    assert read_container((fixture / "text.txt.tkz").read_bytes()).header["coder"]["portable"]
+    assert cli("decompress", codec, fixture / "text.txt.tkz", "-o", tmp_path / "out.txt") == 0
+    assert (tmp_path / "out.txt").read_bytes() == (fixture / "text.txt").read_bytes()
+
+
 # -- never larger than stored ---------------------------------------------------------------------
 @pytest.mark.parametrize("data", [b"", b"x", bytes(np.random.default_rng(0).integers(0, 256, 3000,
                                                                                      np.uint8))],

@@ -1,5 +1,6 @@
 """The GPT's integer-exact coder (priors/gpt_exact.py): close to the float prior, class
-conditioning, the Bernoulli head, and blocks of at most block_size tokens."""
+conditioning, the Bernoulli head, blocks of at most block_size tokens, and format-1 coders
+(priors/gpt_exact_v1.py) loading as they were saved."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import torch
 
 from plugins.errors import CompressionError
 from priors import GPT, GPTConfig
-from tests.priors.exact_kernels import assert_close_to_float, sharpened
+from priors.gpt_exact import GPTExactCoder
+from priors.gpt_exact_v1 import GPTExactCoderV1
+from priors.integer import load_coder, save_coder
+from tests.priors.exact_kernels import assert_close_to_float, run_coder, sharpened
 from tokenizers_ar import Layout
 
 
@@ -41,3 +45,17 @@ def test_a_state_codes_at_most_block_size_tokens():
     with pytest.raises(CompressionError, match="class"):
         GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, n_classes=2), 5,
             Layout.seq()).eval().exact_coder().init_state(2)
+
+
+def test_format_1_coders_load_as_they_were_saved(tmp_path):
+    """A coder saved by the first format (float64 products) loads as that format, pmf for pmf:
+    files compressed with it keep decoding. New coders are format 2."""
+    torch.manual_seed(0)
+    prior = sharpened(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16), 7,
+                          Layout.seq()), 3.0)
+    old = GPTExactCoderV1.from_prior(prior)
+    save_coder(old, tmp_path)
+    loaded = load_coder(tmp_path, GPTExactCoder)
+    assert type(loaded) is GPTExactCoderV1 and prior.exact_coder().format_version == 2
+    ids = torch.randint(0, 7, (3, 16), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(run_coder(loaded, ids), run_coder(old, ids))
