@@ -329,7 +329,7 @@ class Pipeline:
 
     # -- lossless compression (pipelines/compression/container.py) ------------------------------------------
     def compress(self, data: Any, cond: int | str | None = None, *, block_length: int | None = None,
-                 batch_size: int | None = None, threads: int = 1, portable: bool = True,
+                 batch_size: int | None = None, threads: int | None = None, portable: bool = True,
                  progress: Callable[[int, int], None] | None = None) -> bytes:
         """One example (text as str or bytes, an image, audio for mu-law runs) -> the bytes of a
         compressed file that `decompress` turns back into it exactly (mu-law: its codes).
@@ -337,14 +337,16 @@ class Pipeline:
         `batch_size` blocks coded in parallel trade context for speed (BENCHMARKS.md).
         `portable` (default): the integer-exact coder, so the file decodes on any machine, with
         this run's frozen codec (RUN/codecs/) even after further training; False: the float
-        prior (the same kind of machine, these very weights). `progress(tokens, total)` after each batch."""
+        prior (the same kind of machine, these very weights). `threads`: torch threads while
+        coding (portable: default all of this process's; float: default 1, and decoding uses the
+        same). `progress(tokens, total)` as coding goes (after each position)."""
         return self.compress_all([data], None if cond is None else [cond], block_length=block_length,
                                  batch_size=batch_size, threads=threads, portable=portable,
                                  progress=progress, _many=False)
 
     def compress_all(self, examples: list[Any], labels: list[int | str] | None = None, *,
                      block_length: int | None = None, batch_size: int | None = None,
-                     threads: int = 1, portable: bool = True,
+                     threads: int | None = None, portable: bool = True,
                      progress: Callable[[int, int], None] | None = None, _many: bool = True) -> bytes:
         """Several examples in one file (one header; images coded `batch_size` at a time)."""
         conds = None if labels is None else [self.class_index(c) for c in labels]

@@ -189,7 +189,7 @@ class GPTExactCoder(ExactCoder):
         phi, lo, last = cdf.values32, cdf.spec["lo"], cdf.last
         x = (x + m["wpe"](pos)).clamp_(-clip, clip).float()  # float32 integers (|x| < 2**24)
         for i in range(self.n_layer):
-            qkv = m[f"h{i}.c_attn"](x).view(B, 3, nh, C // nh)
+            qkv = m[f"h{i}.c_attn"](x, rounded=False).view(B, 3, nh, C // nh)
             for cache, scale, part, k in ((state.k, state.k_scale, 1, bits["qk"]),
                                           (state.v, state.v_scale, 2, bits["v"])):
                 rows, row_scale = quantize_rows(qkv[:, part].reshape(B * nh, -1), k)
@@ -199,8 +199,9 @@ class GPTExactCoder(ExactCoder):
                           state.k_scale[i, :, :t], state.v[i, :, :t], state.v_scale[i, :, :t],
                           m["exp_attn"], bits, self.frac)
             x = x.add_(m[f"h{i}.attn_proj"](y.view(B, C))).clamp_(-clip, clip)
-            h = m[f"h{i}.c_fc"](x)  # in the table's grid units
-            g = h * lookup(phi, (h - lo).clamp_(0, last))  # GELU(h) = h Phi(h), unscaled
+            h = m[f"h{i}.c_fc"](x, rounded=False)  # in the table's grid units
+            # the nearest grid point (int() truncates: a floor at >= 0); GELU(h) = h Phi(h)
+            g = h * lookup(phi, (h - (lo - 0.5)).clamp_(0, last))
             x = x.add_(m[f"h{i}.mlp_proj"](g)).clamp_(-clip, clip)
         state.pos = pos + 1
         return self.pmf(m["lm_head"](x).double())

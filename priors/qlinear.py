@@ -103,19 +103,23 @@ class QLinear(Primitive):
         mult = [math.ldexp(m, -s) for m, s in zip(self.ints["mult"].tolist(),
                                                   self.ints["shift"].tolist(), strict=True)]
         self.mult = torch.tensor(mult, dtype=torch.float32, device=self.weight_t.device)
-        self.offset = self.ints["bias"].float() + 0.5
+        self.bias = self.ints["bias"].float()
+        self.offset = self.bias + 0.5
         self.size = torch.full((1, 1), float(self.weight_t.size(0)), dtype=torch.float64,
                                device=self.weight_t.device)  # divisor tensor: a true division
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if "eps" in self.spec:  # d = x - floor(mean), r = sqrt(sum d**2 + eps): exact sums
-            x = x.double()
-            d = x - x.sum(-1, keepdim=True).div_(self.size).floor_()
-            r = (d * d).sum(-1, keepdim=True).add_(self.spec["eps"]).sqrt_()
-            x = d
+    def __call__(self, x: torch.Tensor, rounded: bool = True) -> torch.Tensor:
+        """Outputs (..., out) float32: integers clipped to +-clip, or with `rounded=False` the
+        values before rounding (for a caller that quantizes them again, or floors them itself)."""
+        if "eps" in self.spec:  # d = x - floor(mean) (exact in float32), r = sqrt(sum d**2 + eps)
+            mean = x.sum(-1, keepdim=True, dtype=torch.float64).div_(self.size).floor_()
+            x = x - mean.float()
+            r = x.double().square_().sum(-1, keepdim=True).add_(self.spec["eps"]).sqrt_()
         q, amax = quantize_rows(x, self.spec["k"])
         acc = q @ self.weight_t  # exact: integers below 2**24
         row = (amax / r if "eps" in self.spec else amax).float()
+        if not rounded:
+            return acc.mul_(row).mul_(self.mult).add_(self.bias)
         clip = self.spec["clip"]
         return acc.mul_(row).mul_(self.mult).add_(self.offset).floor_().clamp_(-clip, clip)
 
@@ -145,7 +149,8 @@ def quantize_rows(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def lookup(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """values[index] for integer-valued float `index` already clipped to range: index_select on
-    int32 indices, several times faster than advanced indexing."""
+    """values[floor(index)] for a float `index` already clipped to [0, len(values) - 1]:
+    index_select on int32 indices (int() truncates, a floor at >= 0), several times faster than
+    advanced indexing."""
     return values.index_select(0, index.int().view(-1)).view(index.shape)
 

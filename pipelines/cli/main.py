@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-length", type=int, help="tokens per independently coded block "
                    "(default 2048; images: one per block)")
     p.add_argument("--batch-size", type=int, help="blocks coded in parallel (default 64)")
-    add_threads(p, "; coding itself uses N, default 1, stored: decompression uses the same")
+    add_threads(p, "; portable coding uses them all (files do not depend on them); "
+                "--no-portable codes with N, default 1, stored: decompression uses the same")
     p.add_argument("--verify", action="store_true", help="decompress before writing and check")
     p.add_argument("--no-portable", dest="portable", action="store_false", help="code with the "
                    "float prior instead of its integer-exact coder: decodes only on the same kind "
@@ -364,8 +365,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     size = source.stat().st_size
     with byte_progress(args, size, "compress") as update:
         blob = pipe.compress(data, args.label, block_length=args.block_length,
-                             batch_size=args.batch_size, threads=args.threads or 1,
-                             portable=args.portable, progress=update)
+                             batch_size=args.batch_size, portable=args.portable,
+                             threads=args.threads if not args.portable else None,
+                             progress=update)
     if args.verify:
         pipe.decompress(blob)  # checks the CRC32 of the original
     write_bytes(out, blob)

@@ -165,9 +165,11 @@ CodeFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 @torch.inference_mode()
 def code_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray | None, code: CodeFn,
-               stats: CodingStats | None = None) -> np.ndarray:
+               stats: CodingStats | None = None,
+               on_step: Callable[[int], None] | None = None) -> np.ndarray:
     """Run the coding loop over one batch of blocks: `tokens` (b, L) when encoding (zero padded
-    past each block's length), None when decoding. Returns the (b, L) tokens either way."""
+    past each block's length), None when decoding. Returns the (b, L) tokens either way.
+    `on_step(n)` after each position, n the tokens it coded (a progress bar's tick)."""
     lengths = np.array([blk.length for blk in batch])
     b, L = len(batch), int(lengths.max())
     out = np.zeros((b, L), dtype=np.int64)
@@ -183,6 +185,8 @@ def code_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray | None, 
         probs = pmf.astype(np.float64) / float(1 << PRECISION)  # exact: a dyadic rational
         known = tokens[active, t] if tokens is not None else None
         out[active, t] = code(active, probs, known)
+        if on_step is not None:
+            on_step(len(active))
         if stats is not None:
             coded = out[active, t]
             stats.tokens += len(active)
@@ -197,7 +201,8 @@ def code_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray | None, 
 
 
 def encode_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray,
-                 stats: CodingStats | None = None) -> np.ndarray:
+                 stats: CodingStats | None = None,
+                 on_step: Callable[[int], None] | None = None) -> np.ndarray:
     """Range-code one batch; returns the compressed words (uint32)."""
     import constriction
 
@@ -208,11 +213,12 @@ def encode_batch(stepper: Stepper, batch: list[Block], tokens: np.ndarray,
         encoder.encode(known.astype(np.int32), family, probs)
         return known
 
-    code_batch(stepper, batch, tokens, code, stats)
+    code_batch(stepper, batch, tokens, code, stats, on_step)
     return encoder.get_compressed()
 
 
-def decode_batch(stepper: Stepper, batch: list[Block], words: np.ndarray) -> np.ndarray:
+def decode_batch(stepper: Stepper, batch: list[Block], words: np.ndarray,
+                 on_step: Callable[[int], None] | None = None) -> np.ndarray:
     """The inverse of `encode_batch`: the (b, L) tokens of one batch from its words."""
     import constriction
 
@@ -226,4 +232,4 @@ def decode_batch(stepper: Stepper, batch: list[Block], words: np.ndarray) -> np.
             raise CompressionError(f"the compressed data is damaged: the range decoder stopped "
                                    f"({exc}).") from exc
 
-    return code_batch(stepper, batch, None, code)
+    return code_batch(stepper, batch, None, code, on_step=on_step)

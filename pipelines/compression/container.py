@@ -97,14 +97,17 @@ STORED_OVERHEAD = _PREFIX.size + _CRC.size  # a stored bytes file: its data plus
 DEFAULT_BLOCK_LENGTH = 2048  # tokens per block for sequences (grids: one image per block)
 DEFAULT_BATCH_SIZE = 64  # blocks coded in parallel
 
-Progress = Callable[[int, int], None]  # (tokens of a batch just coded, tokens in all)
+Progress = Callable[[int, int], None]  # (tokens just coded, tokens in all)
 
 
 @dataclass
 class Settings:
     block_length: int | None = None  # None: DEFAULT_BLOCK_LENGTH for sequences
     batch_size: int = DEFAULT_BATCH_SIZE
-    threads: int = 1
+    # torch threads while coding. Portable: None, every thread this process has (the integer
+    # sums do not depend on them). Float path: None means 1; the count is stored, and decoding
+    # uses it again, since a reduction split over other threads may round differently.
+    threads: int | None = None
 
 
 @dataclass
@@ -135,6 +138,11 @@ def codec_model(codec: Codec) -> Model:
                  codec.fingerprint, codec.coder.max_block_length, codec.coder.device.type)
 
 
+def _ticks(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    """The coding loop's per-position callback: `progress(tokens, total)` as it goes."""
+    return None if progress is None else (lambda n: progress(n, total))
+
+
 # -- compress -------------------------------------------------------------------------------------
 def compress(model: Model, examples: Sequence[Any], conds: Sequence[int | None] | None = None,
              settings: Settings | None = None, many: bool = True, run: str | None = None,
@@ -160,18 +168,17 @@ def compress(model: Model, examples: Sequence[Any], conds: Sequence[int | None] 
                                    f"vocabulary [0, {stepper.vocab_size}).")
     block_length = _block_length(model, settings)
     blocks = plan_blocks([i.ids.numel() for i in items], block_length, list(conds))
-    streams = []
-    with fixed_threads(settings.threads):
+    streams, total = [], sum(b.length for b in blocks)
+    threads = settings.threads or (torch.get_num_threads() if model.codec is not None else 1)
+    with fixed_threads(threads):
         for batch in batches(blocks, settings.batch_size):
             L = max(b.length for b in batch)
             tokens = np.zeros((len(batch), L), dtype=np.int64)
             for row, b in enumerate(batch):
                 tokens[row, : b.length] = items[b.item].ids[b.start : b.start + b.length].numpy()
-            streams.append(encode_batch(stepper, batch, tokens, stats))
-            if progress is not None:
-                progress(sum(b.length for b in batch), len(blocks) and sum(b.length for b in blocks))
+            streams.append(encode_batch(stepper, batch, tokens, stats, _ticks(progress, total)))
     coder = {"precision": PRECISION, "block_length": block_length,
-             "batch_size": settings.batch_size, "threads": settings.threads, "device": model.device}
+             "batch_size": settings.batch_size, "threads": threads, "device": model.device}
     if version >= 2:
         coder.update(portable=model.codec is not None, codec=model.codec)
     header = {
@@ -253,7 +260,7 @@ def _check_conds(classes: int, conds: Sequence[int | None] | None, n: int) -> li
 def _check_settings(s: Settings) -> None:
     if s.block_length is not None and s.block_length < 1:
         raise CompressionError(f"block length must be at least 1 token, got {s.block_length}.")
-    if s.batch_size < 1 or s.threads < 1:
+    if s.batch_size < 1 or (s.threads is not None and s.threads < 1):
         raise CompressionError(f"batch size and threads must be at least 1, got {s.batch_size} "
                                f"and {s.threads}.")
 
@@ -355,13 +362,13 @@ def decompress(blob: bytes, resolve: Callable[[dict[str, Any]], Model], codes: b
         raise CompressionError(f"the file's blocks are longer than this codec codes "
                                f"({model.max_block_length} tokens); it was damaged or edited.")
     ids = [np.zeros(i["tokens"], dtype=np.int64) for i in items]
-    with fixed_threads(coder["threads"]):
+    # a portable file decodes with any number of threads: this process's own
+    with fixed_threads(torch.get_num_threads() if coder["portable"] else coder["threads"]):
         for batch, words in zip(planned, c.streams, strict=True):
-            tokens = decode_batch(model.stepper, batch, words)
+            tokens = decode_batch(model.stepper, batch, words,
+                                  _ticks(progress, sum(i["tokens"] for i in items)))
             for row, b in enumerate(batch):
                 ids[b.item][b.start : b.start + b.length] = tokens[row, : b.length]
-            if progress is not None:
-                progress(sum(b.length for b in batch), sum(i["tokens"] for i in items))
     out, crcs = [], []
     for k, (item, escapes) in enumerate(zip(items, c.escapes, strict=True)):
         tensor = torch.from_numpy(ids[k])

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines import Pipeline
 from pipelines.cli.main import main
@@ -129,6 +130,25 @@ def test_files_of_the_first_gpt_coder_still_decode(tmp_path, capsys):
     assert read_container((fixture / "text.txt.tkz").read_bytes()).header["coder"]["portable"]
     assert cli("decompress", codec, fixture / "text.txt.tkz", "-o", tmp_path / "out.txt") == 0
     assert (tmp_path / "out.txt").read_bytes() == (fixture / "text.txt").read_bytes()
+
+
+def test_progress_ticks_every_position_and_threads_do_not_change_the_file(gpt_run):
+    """Progress comes position by position (a batch can take minutes), summing to the tokens;
+    portable coding uses the process's threads, and the bytes do not depend on them."""
+    _, pipe = gpt_run
+    data = text(1200)
+    ticks: list[tuple[int, int]] = []
+    blob = pipe.compress(data, batch_size=64, progress=lambda n, total: ticks.append((n, total)))
+    total = ticks[0][1]
+    assert len(ticks) == pipe.prior.config.block_size  # one batch: one tick per position
+    assert sum(n for n, _ in ticks) == total == len(pipe.encode(data))
+    back: list[int] = []
+    assert pipe.decompress(blob, progress=lambda n, _: back.append(n)) == data
+    assert sum(back) == total and len(back) == len(ticks)
+    assert read_container(blob).header["coder"]["threads"] == torch.get_num_threads()
+    one, two = (read_container(pipe.compress(data, batch_size=64, threads=n)) for n in (1, 2))
+    assert one.header["coder"]["threads"] == 1  # what it used: the header records it
+    assert [w.tobytes() for w in one.streams] == [w.tobytes() for w in two.streams]
 
 
 # -- never larger than stored ---------------------------------------------------------------------
