@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from pipelines.compression.codecs import Codec, build_codec, find_codec, load_codec
 from pipelines.compression.codecs import freeze as freeze_codec
 from pipelines.compression.container import (
-    DEFAULT_BATCH_SIZE,
     Settings,
     check_float_model,
     codec_model,
@@ -350,7 +349,7 @@ class Pipeline:
                      progress: Callable[[int, int], None] | None = None, _many: bool = True) -> bytes:
         """Several examples in one file (one header; images coded `batch_size` at a time)."""
         conds = None if labels is None else [self.class_index(c) for c in labels]
-        settings = Settings(block_length, batch_size or DEFAULT_BATCH_SIZE, threads)
+        settings = Settings(block_length, batch_size, threads)
         self.prior.eval()
         compress_mode(self.tokenizer)  # a continuous or lossy tokenizer's refusal comes first
         model = codec_model(self.codec()) if portable else \

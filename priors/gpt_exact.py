@@ -103,6 +103,10 @@ class GPTExactCoder(ExactCoder):
     def max_block_length(self) -> int:
         return self.block_size
 
+    def state_bytes_per_block(self) -> int:
+        """The float32 key/value cache and its row scales."""
+        return 2 * 4 * self.n_layer * self.block_size * (self.n_embd + self.n_head)
+
     @classmethod
     def from_prior(cls, prior: GPT, *, frac: int = 12, range_bits: int = 10) -> GPTExactCoder:
         """Quantize `prior`. The residual stream: `frac` fractional bits, |x| <= 2**range_bits."""

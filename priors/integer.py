@@ -353,6 +353,11 @@ class ExactCoder(ABC):
     def max_block_length(self) -> int | None:
         return None
 
+    def state_bytes_per_block(self) -> int | None:
+        """Bytes of coding state per block (row of a batch), or None when small or unknown:
+        the default batch size fits a memory budget with it."""
+        return None
+
     # -- what subclasses provide ---------------------------------------------------------------
     @classmethod
     @abstractmethod

@@ -96,6 +96,10 @@ _CRC = struct.Struct("<I")
 STORED_OVERHEAD = _PREFIX.size + _CRC.size  # a stored bytes file: its data plus 13 bytes
 DEFAULT_BLOCK_LENGTH = 2048  # tokens per block for sequences (grids: one image per block)
 DEFAULT_BATCH_SIZE = 64  # blocks coded in parallel
+# portable coders that know their state's size get as many blocks as fit in this much state:
+# wider batches run faster (one batched step serves them all) and do not change the bits
+STATE_BUDGET = 256 << 20
+MAX_DEFAULT_BATCH_SIZE = 1024
 
 Progress = Callable[[int, int], None]  # (tokens just coded, tokens in all)
 
@@ -103,7 +107,7 @@ Progress = Callable[[int, int], None]  # (tokens just coded, tokens in all)
 @dataclass
 class Settings:
     block_length: int | None = None  # None: DEFAULT_BLOCK_LENGTH for sequences
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: `default_batch_size`
     # torch threads while coding. Portable: None, every thread this process has (the integer
     # sums do not depend on them). Float path: None means 1; the count is stored, and decoding
     # uses it again, since a reduction split over other threads may round differently.
@@ -167,18 +171,19 @@ def compress(model: Model, examples: Sequence[Any], conds: Sequence[int | None] 
             raise CompressionError(f"tokenizer '{tokenizer.name}' made ids outside the prior's "
                                    f"vocabulary [0, {stepper.vocab_size}).")
     block_length = _block_length(model, settings)
+    batch_size = settings.batch_size or default_batch_size(stepper)
     blocks = plan_blocks([i.ids.numel() for i in items], block_length, list(conds))
     streams, total = [], sum(b.length for b in blocks)
     threads = settings.threads or (torch.get_num_threads() if model.codec is not None else 1)
     with fixed_threads(threads):
-        for batch in batches(blocks, settings.batch_size):
+        for batch in batches(blocks, batch_size):
             L = max(b.length for b in batch)
             tokens = np.zeros((len(batch), L), dtype=np.int64)
             for row, b in enumerate(batch):
                 tokens[row, : b.length] = items[b.item].ids[b.start : b.start + b.length].numpy()
             streams.append(encode_batch(stepper, batch, tokens, stats, _ticks(progress, total)))
     coder = {"precision": PRECISION, "block_length": block_length,
-             "batch_size": settings.batch_size, "threads": threads, "device": model.device}
+             "batch_size": batch_size, "threads": threads, "device": model.device}
     if version >= 2:
         coder.update(portable=model.codec is not None, codec=model.codec)
     header = {
@@ -260,9 +265,19 @@ def _check_conds(classes: int, conds: Sequence[int | None] | None, n: int) -> li
 def _check_settings(s: Settings) -> None:
     if s.block_length is not None and s.block_length < 1:
         raise CompressionError(f"block length must be at least 1 token, got {s.block_length}.")
-    if s.batch_size < 1 or (s.threads is not None and s.threads < 1):
+    if (s.batch_size is not None and s.batch_size < 1) or (s.threads is not None and s.threads < 1):
         raise CompressionError(f"batch size and threads must be at least 1, got {s.batch_size} "
                                f"and {s.threads}.")
+
+
+def default_batch_size(stepper: Stepper) -> int:
+    """DEFAULT_BATCH_SIZE, or for a coder that reports its state per block
+    (`state_bytes_per_block`: a GPT's key/value cache) as many blocks as fit in STATE_BUDGET,
+    between DEFAULT_BATCH_SIZE and MAX_DEFAULT_BATCH_SIZE."""
+    per_block = getattr(stepper, "state_bytes_per_block", lambda: None)()
+    if not per_block:
+        return DEFAULT_BATCH_SIZE
+    return max(DEFAULT_BATCH_SIZE, min(MAX_DEFAULT_BATCH_SIZE, STATE_BUDGET // per_block))
 
 
 def _block_length(model: Model, s: Settings) -> int | None:

@@ -24,9 +24,12 @@ from pipelines import Pipeline
 from pipelines.cli.main import main
 from pipelines.compression.codecs import CODEC_FILE, CODECS_DIR
 from pipelines.compression.container import (
+    MAX_DEFAULT_BATCH_SIZE,
+    STATE_BUDGET,
     STORED_OVERHEAD,
     Settings,
     compress,
+    default_batch_size,
     float_model,
     read_container,
 )
@@ -149,6 +152,21 @@ def test_progress_ticks_every_position_and_threads_do_not_change_the_file(gpt_ru
     one, two = (read_container(pipe.compress(data, batch_size=64, threads=n)) for n in (1, 2))
     assert one.header["coder"]["threads"] == 1  # what it used: the header records it
     assert [w.tobytes() for w in one.streams] == [w.tobytes() for w in two.streams]
+
+
+def test_default_batch_fits_the_gpt_cache_in_a_memory_budget(gpt_run):
+    _, pipe = gpt_run
+    data = text(3000)
+    coder = pipe.codec().coder
+    assert coder.state_bytes_per_block() == 2 * 4 * 1 * 32 * (32 + 2)  # debug gpt: 1 x 32, 2 heads
+    assert default_batch_size(coder) == MAX_DEFAULT_BATCH_SIZE  # 8.5 KB a block: the cap
+    assert read_container(pipe.compress(data)).header["coder"]["batch_size"] == 1024
+    assert read_container(pipe.compress(data, portable=False)).header["coder"]["batch_size"] == 64
+
+    class Big:  # a 2 MB state per block: 128 blocks fill the budget
+        def state_bytes_per_block(self) -> int:
+            return 2 << 20
+    assert default_batch_size(Big()) == STATE_BUDGET // (2 << 20) == 128
 
 
 # -- never larger than stored ---------------------------------------------------------------------
