@@ -2,11 +2,12 @@
 for the issue's decode target (>= 20 KB/s of text with a 4-layer, 4-head, 128-wide char GPT at
 batch 64-256 on 2 cores).
 
-    python benchmarks/exact_coding.py [--steps 255] [--batch 64 --batch 256]
+    python benchmarks/exact_coding.py [--steps 255] [--batch 64 --batch 256 --batch 1024]
 
 Randomly initialised priors (speed does not depend on the weights): that char GPT with
-block_size 256 (`--block-size 64`: the recipe's) and the default char LSTM (2 layers, n_embd
-128, n_hidden 512), vocabulary 65.
+block_size 256 (`--block-size 64`: the recipe's), under both coder formats (1: float64 products,
+priors/gpt_exact_v1.py; 2: float32-exact products, priors/gpt_exact.py), and the default char
+LSTM (2 layers, n_embd 128, n_hidden 512), vocabulary 65.
 Each timing codes one state from init_state through `--steps` steps (a whole GPT block, so
 attention over every cache length is in the mean); the float column is the float prior's
 `step` plus `quantized_pmf` (what non-portable compression computes per token). Tokens/s is
@@ -18,6 +19,7 @@ is the stable one.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,13 +31,19 @@ from _common import emit  # noqa: E402
 
 from plugins.shared import Layout  # noqa: E402
 from priors import GPT, LSTM, GPTConfig, LSTMConfig  # noqa: E402
+from priors.gpt_exact_v1 import GPTExactCoderV1  # noqa: E402
 
 
-def rates(run, steps: int) -> tuple[float, float]:
-    """Steps per wall-clock second and per CPU second of `run()`, which does steps + 1."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return (steps + 1) / (time.perf_counter() - wall), (steps + 1) / (time.process_time() - cpu)
+def rates(run, steps: int, repeats: int) -> tuple[float, float]:
+    """Steps per wall-clock second and per CPU second of `run()`, which does steps + 1: the
+    median over `repeats` runs (a shared machine's noise)."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        walls.append((steps + 1) / (time.perf_counter() - wall))
+        cpus.append((steps + 1) / (time.process_time() - cpu))
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def exact_run(coder, batch: int, steps: int):
@@ -66,6 +74,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=255)
     ap.add_argument("--batch", type=int, action="append", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per figure (the median)")
     ap.add_argument("--block-size", type=int, default=256, help="the GPT's context (the "
                     "shakespeare char_gpt recipe: 64); --steps is capped at block_size - 1")
     args = ap.parse_args()
@@ -73,18 +82,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     args.steps = min(args.steps, args.block_size - 1)
-    priors = {
-        "gpt_4x128": GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=args.block_size), 65,
-                         Layout.seq()).eval(),
-        "lstm_2x512": LSTM(LSTMConfig(), 65, Layout.seq()).eval(),
-    }
+    gpt = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=args.block_size), 65,
+              Layout.seq()).eval()
+    lstm = LSTM(LSTMConfig(), 65, Layout.seq()).eval()
+    coders = {"gpt_4x128": (gpt, gpt.exact_coder()),
+              "gpt_4x128_format1": (gpt, GPTExactCoderV1.from_prior(gpt)),
+              "lstm_2x512": (lstm, lstm.exact_coder())}
     rows = []
-    for name, prior in priors.items():
-        coder = prior.exact_coder()
-        for batch in args.batch or [64, 256]:
+    for name, (prior, coder) in coders.items():
+        for batch in args.batch or [64, 256, 1024]:
             exact_run(coder, batch, 8)()  # warm-up
-            exact, exact_cpu = rates(exact_run(coder, batch, args.steps), args.steps)
-            flt, flt_cpu = rates(float_run(prior, batch, args.steps), args.steps)
+            exact, exact_cpu = rates(exact_run(coder, batch, args.steps), args.steps, args.repeats)
+            flt, flt_cpu = rates(float_run(prior, batch, args.steps), args.steps, args.repeats)
             rows.append({"prior": name, "batch": batch,
                          "exact_steps_per_s": round(exact, 1),
                          "exact_tokens_per_s": round(exact * batch),
@@ -94,6 +103,7 @@ def main() -> None:
                          "exact_over_float_cpu": round(exact_cpu / flt_cpu, 2)})
             print(rows[-1], file=sys.stderr)
     emit({"benchmark": "exact_coding", "threads": torch.get_num_threads(), "steps": args.steps,
+          "repeats": args.repeats,
           "gpt_block_size": args.block_size,
           "results": rows})
 

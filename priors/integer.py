@@ -35,9 +35,12 @@ few integer tensors plus a JSON spec; `ExactCoder.tensors()` / `config()` / `fro
 rebuild any coder from them alone, with no float prior (a frozen codec). Subclasses
 (priors/gpt_exact.py, priors/lstm_exact.py) wire the primitives into their network.
 
+Faster products: priors/qlinear.py quantizes activations per row to 8-9 bits so that float32
+BLAS (twice float64's speed) is exact too; the GPT's coder uses it (coder format 2).
+
 Not here: integer-only training or fine-tuning (quantization-aware training), sub-8-bit weights,
-int8 GEMM kernels (float64 products are slower but exact on any BLAS), continuous heads (gaussian,
-logistic mixtures), sampling (coders only give pmfs; sampling uses the float prior).
+int8 GEMM kernels (torch's CPU int8 products are far slower than float32 BLAS), continuous heads
+(gaussian, logistic mixtures), sampling (coders only give pmfs; sampling uses the float prior).
 """
 
 from __future__ import annotations

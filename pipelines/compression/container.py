@@ -46,7 +46,8 @@ The header (version 2) holds:
   (`coding.plan_blocks`), so the table is not stored twice;
 - `list`: whether the file holds a list of examples (`compress_all`) or one (`compress`);
 - `stored`: true when coding would have made the file larger than the data: the payload is the
-  items' bytes (text: UTF-8), no model is needed to read it back. One bytes item is stored with
+  items' bytes (text: UTF-8; images: PNG; arrays: raw, stored.py), no model is needed to read it
+  back. One bytes item is stored with
   no header at all (H = 0): such a file is its data plus 13 bytes.
 
 Version 1 is the same without `coder.portable`, `coder.codec` and `stored` (always the float
@@ -84,6 +85,7 @@ from pipelines.compression.coding import (
 )
 from pipelines.compression.header import check_tokens, read_header
 from pipelines.compression.lossless import Tokens, checksum, compress_mode, from_tokens, to_tokens
+from pipelines.compression.stored import STORABLE, header_items, stored_bytes, unstore
 from plugins.errors import CompressionError
 from priors.base import Prior
 
@@ -201,9 +203,9 @@ def compress(model: Model, examples: Sequence[Any], conds: Sequence[int | None] 
     }
     payload = b"".join([*(i.escapes for i in items), *(s.astype("<u4").tobytes() for s in streams)])
     coded = _seal(version, header, payload)
-    if version >= 2 and items and all(i.kind == "text" for i in items):
-        stored = _stored(examples, items, many)
-        if len(stored) < len(coded):
+    if version >= 2 and items and all(i.kind in STORABLE for i in items):
+        stored = _stored(examples, items, many, len(coded))
+        if stored is not None:
             logger.info("coding would not shrink this data (%d bytes against %d stored): stored",
                         len(coded), len(stored))
             return stored
@@ -217,20 +219,24 @@ def _seal(version: int, header: dict[str, Any] | None, payload: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _raw(data: Any) -> bytes:
-    return bytes(data) if not isinstance(data, str) else data.encode("utf-8", "surrogatepass")
-
-
-def _stored(examples: Sequence[Any], items: list[Tokens], many: bool) -> bytes:
-    """The stored form: one bytes item with no header at all, else a small header."""
-    raws = [_raw(x) for x in examples]
-    if not many and items[0].meta["type"] == "bytes":
-        return _seal(FORMAT_VERSION, None, raws[0])
-    header = {"stored": True, "list": many, "crc32": _combined([i.crc32 for i in items]),
-              "items": _columns([{"kind": "text", "meta": {"type": i.meta["type"]},
-                                  "length": i.length, "stored": len(r)}
-                                 for i, r in zip(items, raws, strict=True)])}
-    return _seal(FORMAT_VERSION, header, b"".join(raws))
+def _stored(examples: Sequence[Any], items: list[Tokens], many: bool, limit: int) -> bytes | None:
+    """The stored form (stored.py) when it is smaller than `limit` bytes: one bytes item with no
+    header at all, else a small header. None when it is not smaller or cannot keep an item."""
+    if sum(i.length for i in items if i.kind == "text") >= limit:
+        return None  # text is stored as it is: no smaller than its length
+    raws = []
+    for x, item in zip(examples, items, strict=True):
+        raw = stored_bytes(x, item)
+        if raw is None or sum(map(len, raws)) + len(raw) >= limit:
+            return None
+        raws.append(raw)
+    if not many and items[0].kind == "text" and items[0].meta["type"] == "bytes":
+        blob = _seal(FORMAT_VERSION, None, raws[0])
+    else:
+        header = {"stored": True, "list": many, "crc32": _combined([i.crc32 for i in items]),
+                  "items": _columns(header_items(items, raws))}
+        blob = _seal(FORMAT_VERSION, header, b"".join(raws))
+    return blob if len(blob) < limit else None
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -407,18 +413,8 @@ def decompress(blob: bytes, resolve: Callable[[dict[str, Any]], Model], codes: b
 
 
 def _unstore(c: Container) -> list[Any]:
-    out, crcs = [], []
-    for item, raw in zip(c.header["items"], c.stored, strict=True):
-        if item["meta"]["type"] == "str":
-            try:
-                data: Any = raw.decode("utf-8", "surrogatepass")
-            except UnicodeDecodeError as exc:
-                raise CompressionError("a stored text item is not UTF-8; the file was damaged or "
-                                       "edited.") from exc
-        else:
-            data = raw
-        crcs.append(checksum("text", data))
-        out.append(data)
+    out = [unstore(item, raw) for item, raw in zip(c.header["items"], c.stored, strict=True)]
+    crcs = [checksum(item["kind"], data) for item, data in zip(c.header["items"], out, strict=True)]
     if _combined(crcs) != c.header["crc32"]:
         raise CompressionError("the stored data does not match the file's CRC32; it is damaged.")
     return out

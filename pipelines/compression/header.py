@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.compression.stored import STORABLE
 from plugins.errors import CompressionError, ResourceError
 from plugins.resources import check_fits
 
@@ -101,8 +102,8 @@ def read_header(data: bytes, payload_size: int, version: int) -> dict[str, Any]:
     if h["stored"]:
         if sum(i["stored"] for i in h["items"]) != payload_size:
             raise bad("items.stored", "do not add up to the payload's size")
-        if any(i["kind"] != "text" for i in h["items"]):
-            raise bad("items.kind", "must be text in a stored file")
+        if any(i["kind"] not in STORABLE for i in h["items"]):
+            raise bad("items.kind", f"must be one of {', '.join(STORABLE)} in a stored file")
         return h
     for part in ("tokenizer", "prior"):
         p = _dict(h.get(part), part)

@@ -4,6 +4,7 @@ every bad input the issue lists (one line, exit status 2, nothing written)."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
@@ -22,7 +23,14 @@ from PIL import Image
 from pipelines import Pipeline
 from pipelines.cli.main import main
 from pipelines.compression.coding import CodingStats, plan_blocks
-from pipelines.compression.container import FORMAT_VERSION, read_container
+from pipelines.compression.container import (
+    FORMAT_VERSION,
+    _columns,
+    _combined,
+    _seal,
+    decompress,
+    read_container,
+)
 from pipelines.compression.lossless import compress_mode
 from plugins.errors import CompressionError
 from plugins.manager import get_registries
@@ -304,3 +312,42 @@ def test_force_overwrites(runs, tmp_path):
     (tmp_path / "a.txt.tkz").write_text("old")
     assert main(["-q", "compress", str(run), str(tmp_path / "a.txt"), "--force"]) == 0
     assert read_container((tmp_path / "a.txt.tkz").read_bytes()).header["items"][0]["length"] == 5
+
+
+# -- the stored form (pipelines/compression/stored.py) ------------------------------------------
+def test_images_and_arrays_coding_would_enlarge_are_stored(runs, tmp_path):
+    """A barely trained 8-bit model codes random pixels at about 8 bits each plus its header:
+    the file stores them instead (a PNG; an array's raw bytes) and they come back identical."""
+    _, pipe = runs("pixel_pixelcnn", "tokenizer.levels=256", "tokenizer.max_value=255")
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L")
+    array = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    for data in (image, array):
+        blob = pipe.compress(data, 3)
+        h = read_container(blob).header
+        assert h["stored"] and "coder" not in h
+        back = pipe.decompress(blob)
+        if isinstance(data, Image.Image):
+            assert back.mode == "L" and np.array_equal(np.asarray(back), np.asarray(image))
+        else:
+            assert back.dtype == array.dtype and np.array_equal(back, array)
+    many = pipe.compress_all([image, image], [3, 3])
+    assert read_container(many).header["stored"]
+    assert [np.asarray(x).tolist() for x in pipe.decompress_all(many)] == \
+        [np.asarray(image).tolist()] * 2
+
+
+def test_a_stored_image_claiming_more_pixels_than_its_bytes_hold_is_refused():
+    """An edited file: a PNG whose header claims 8000 x 8000 pixels (64 MB) over a hundred
+    bytes is refused before PIL allocates anything."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(buffer, format="PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", 8000, 8000)  # IHDR width and height: under PIL's own bomb limit
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # and its chunk CRC
+    item = {"kind": "image", "meta": {"mode": "L", "size": [8000, 8000]},
+            "length": 8000 * 8000, "stored": len(png)}
+    header = {"stored": True, "list": False, "crc32": _combined([0]), "items": _columns([item])}
+    blob = _seal(FORMAT_VERSION, header, bytes(png))
+    with pytest.raises(CompressionError, match="cannot come from"):
+        decompress(blob, resolve=None)  # a stored file needs no model
