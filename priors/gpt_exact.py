@@ -21,19 +21,20 @@ costs 0.01-0.03% bits over the float model (BENCHMARKS.md).
 Coder format 2. Format 1 (float64 products on 22-bit activations, priors/gpt_exact_v1.py) is
 slower; `from_saved` still loads it, so files written with it decode.
 
-One state codes at most `block_size` tokens (`max_block_length`): init_state's pmf predicts the
-first from the start vector at position 0, and each of block_size - 1 steps one more. The float
-GPT slides its window past that; the exact coder refuses a further step, and a caller codes long
-inputs in blocks, each from a fresh state (each block pays for a cold context once).
+A state codes any number of tokens: init_state's pmf predicts the first from the start vector
+at position 0, each step one more, and past `block_size` the window slides as the float GPT's
+does (priors/gpt.py): when it is full, the cache is rebuilt from the start vector and the newest
+(block_size - 1) // 2 tokens, fed one position at a time (their pmfs unused), so a slide costs
+that many steps once every half window. Blocks of at most block_size tokens never slide.
 
-Not here: the sliding window, prompts of several tokens per step (the pipelines code one token
-per step), continuous (real-valued) inputs, dropout.
+Not here: prompts of several tokens per step (the pipelines code one token per step; a slide's
+rebuild could run as one parallel pass), continuous (real-valued) inputs, dropout.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -62,6 +63,8 @@ class GPTExactState:
     v: torch.Tensor
     v_scale: torch.Tensor
     pos: int  # positions filled (the next one to compute)
+    cond: torch.Tensor | None  # class labels (B,), for the start vector of a slide
+    recent: list[torch.Tensor] = field(default_factory=list)  # the newest tokens fed, (B,) each
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, v: torch.Tensor,
@@ -100,8 +103,15 @@ class GPTExactCoder(ExactCoder):
         self.attention_bits = s.get("attention_bits")
 
     @property
-    def max_block_length(self) -> int:
+    def default_block_length(self) -> int:
+        """One window: blocks that never slide, so a batch holds many (fast); longer blocks
+        (`--block-length 2048`) give every token more context (fewer bits) at slides' cost."""
         return self.block_size
+
+    @property
+    def keep(self) -> int:
+        """Tokens kept when the window slides (the float GPT's choice)."""
+        return (self.block_size - 1) // 2
 
     def state_bytes_per_block(self) -> int:
         """The float32 key/value cache and its row scales."""
@@ -160,25 +170,28 @@ class GPTExactCoder(ExactCoder):
         return super().from_saved(config, tensors, device)
 
     def init_state(self, batch_size: int, cond: torch.Tensor | None = None):
-        m = self.modules
         shape = (self.n_layer, batch_size * self.n_head, self.block_size,
                  self.n_embd // self.n_head)
         new = lambda *size: torch.empty(size, dtype=torch.float32, device=self.device)  # noqa: E731
         # never read beyond `pos`: no need to clear them
-        state = GPTExactState(new(*shape), new(*shape[:3]), new(*shape), new(*shape[:3]), 0)
-        x = m["start"](0).expand(batch_size, -1)  # (B, C)
-        cond = self.class_ids(batch_size, cond)
-        if cond is not None:
-            x = x + m["class_emb"](cond)
-        return self._position(x, state), state
+        state = GPTExactState(new(*shape), new(*shape[:3]), new(*shape), new(*shape[:3]), 0,
+                              self.class_ids(batch_size, cond))
+        return self._position(self._start(batch_size, state.cond), state), state
 
     def step(self, state: GPTExactState, ids: torch.Tensor):
-        if state.pos >= self.block_size:
-            raise CompressionError(f"the exact gpt coder codes at most {self.block_size} tokens "
-                                   "per state (max_block_length): start a new block with "
-                                   "init_state")
-        x = self.modules["wte"](ids.to(self.device).view(-1))  # (B, C)
-        return self._position(x, state), state
+        ids = ids.to(self.device).view(-1)
+        if state.pos == self.block_size:  # the window is full: slide it first
+            state.pos = 0
+            self._position(self._start(ids.numel(), state.cond), state)
+            for kept in state.recent[-self.keep :]:
+                self._position(self.modules["wte"](kept), state)
+        state.recent = [*state.recent[-self.keep :], ids]
+        return self._position(self.modules["wte"](ids), state), state
+
+    def _start(self, batch_size: int, cond: torch.Tensor | None) -> torch.Tensor:
+        """The start vector (+ the class embedding) (B, C): what position 0 sees."""
+        x = self.modules["start"](0).expand(batch_size, -1)
+        return x if cond is None else x + self.modules["class_emb"](cond)
 
     def _position(self, x: torch.Tensor, state: GPTExactState) -> torch.Tensor:
         """Embedding x (B, C) at position state.pos -> pmf (B, V) of the next token."""

@@ -336,7 +336,8 @@ class ExactCoder(ABC):
     pmf sums to 2**16 with every value >= 1. `max_block_length`: the most tokens one state can
     code (init_state's position plus max_block_length - 1 steps); a caller codes longer
     sequences in blocks of at most that many tokens, each from a fresh init_state. None:
-    unbounded (recurrent priors).
+    unbounded (recurrent priors, a GPT's sliding window). `default_block_length`: the block
+    length a caller uses when its user names none (None: the caller's own default).
 
     A coder is `settings` (JSON) plus named primitives; subclasses build them from a float
     prior in `from_prior` and wire them in `init_state` / `step`."""
@@ -354,6 +355,10 @@ class ExactCoder(ABC):
 
     @property
     def max_block_length(self) -> int | None:
+        return None
+
+    @property
+    def default_block_length(self) -> int | None:
         return None
 
     def state_bytes_per_block(self) -> int | None:

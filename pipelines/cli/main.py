@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="label", metavar="LABEL", help="class of INPUT (conditional "
                    "priors): index or name; stored in the file")
     p.add_argument("--block-length", type=int, help="tokens per independently coded block "
-                   "(default 2048; images: one per block)")
+                   "(default 2048; portable gpt: its context, longer slides the window; "
+                   "images: one per block)")
     p.add_argument("--batch-size", type=int, help="blocks coded in parallel (default 64; "
                    "portable gpt: as many as 256 MB of its key/value cache holds, up to 1024)")
     add_threads(p, "; portable coding uses them all (files do not depend on them); "

@@ -127,6 +127,7 @@ class Model:
     layout_kind: str
     codec: str | None = None  # portable: the frozen codec's fingerprint
     max_block_length: int | None = None
+    default_block_length: int | None = None  # the coder's, when the user names none
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -141,7 +142,8 @@ def codec_model(codec: Codec) -> Model:
     """The portable path: a frozen codec's integer-exact coder."""
     return Model(codec.coder, codec.tokenizer, codec.info["prior"],
                  codec.info.get("prior_fingerprint"), codec.info.get("layout", "sequence"),
-                 codec.fingerprint, codec.coder.max_block_length, codec.coder.device.type)
+                 codec.fingerprint, codec.coder.max_block_length,
+                 codec.coder.default_block_length, codec.coder.device.type)
 
 
 def _ticks(progress: Progress | None, total: int) -> Callable[[int], None] | None:
@@ -287,9 +289,11 @@ def default_batch_size(stepper: Stepper) -> int:
 
 
 def _block_length(model: Model, s: Settings) -> int | None:
-    """Tokens per block: whole images for grid priors, else DEFAULT_BLOCK_LENGTH; never more
-    than a portable coder's `max_block_length` (a GPT coder's context)."""
-    length = None if model.layout_kind == "grid" else (s.block_length or DEFAULT_BLOCK_LENGTH)
+    """Tokens per block: whole images for grid priors, else the user's, the coder's default (a
+    portable GPT's window) or DEFAULT_BLOCK_LENGTH; never more than a portable coder's
+    `max_block_length`."""
+    length = None if model.layout_kind == "grid" else \
+        (s.block_length or model.default_block_length or DEFAULT_BLOCK_LENGTH)
     if model.max_block_length is not None:
         length = min(length or model.max_block_length, model.max_block_length)
     return length

@@ -154,6 +154,17 @@ def test_progress_ticks_every_position_and_threads_do_not_change_the_file(gpt_ru
     assert [w.tobytes() for w in one.streams] == [w.tobytes() for w in two.streams]
 
 
+def test_gpt_blocks_default_to_one_window_and_longer_ones_slide(gpt_run):
+    """A portable GPT codes one window per block by default (many blocks: fast); a longer
+    block slides the window as the float GPT does, and gives every token more context."""
+    _, pipe = gpt_run
+    data = text(3000)  # long enough that coding beats storing
+    default, long = pipe.compress(data), pipe.compress(data, block_length=100)
+    assert read_container(default).header["coder"]["block_length"] == 32  # debug gpt's window
+    assert read_container(long).header["coder"]["block_length"] == 100  # 4 slides a block
+    assert pipe.decompress(long) == data and pipe.decompress(default) == data
+
+
 def test_default_batch_fits_the_gpt_cache_in_a_memory_budget(gpt_run):
     _, pipe = gpt_run
     data = text(3000)

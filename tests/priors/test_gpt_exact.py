@@ -1,5 +1,5 @@
 """The GPT's integer-exact coder (priors/gpt_exact.py): close to the float prior, class
-conditioning, the Bernoulli head, blocks of at most block_size tokens, and format-1 coders
+conditioning, the Bernoulli head, the sliding window past block_size, and format-1 coders
 (priors/gpt_exact_v1.py) loading as they were saved."""
 
 from __future__ import annotations
@@ -32,19 +32,36 @@ def test_bernoulli_head():
     assert_close_to_float(model, 2, T=32)
 
 
-def test_a_state_codes_at_most_block_size_tokens():
+def test_past_block_size_the_window_slides_as_the_float_gpt_does():
+    """Three windows' worth of tokens: close to the float GPT stepping the same tokens (which
+    slides its own window), and each slide is exactly a fresh window fed the start vector and
+    the newest (block_size - 1) // 2 tokens."""
     torch.manual_seed(0)
-    coder = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8), 5,
+    prior = sharpened(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8), 5,
+                          Layout.seq()), 3.0)
+    coder = prior.exact_coder()
+    assert coder.max_block_length is None and coder.default_block_length == 8 and coder.keep == 3
+    ids = torch.randint(0, 5, (4, 24), generator=torch.Generator().manual_seed(1))
+    exact = run_coder(coder, ids).double()
+    with torch.inference_mode():
+        params, state = prior.init_state(4)
+        steps = [params[:, None]]  # (B, 1, P), as step gives them
+        for t in range(23):
+            params, state = prior.step(state, ids[:, t : t + 1])
+            steps.append(params)
+        ref = prior.distribution.quantized_pmf(torch.cat(steps, 1)).double()
+    ce = lambda p: float(-torch.log(p.gather(-1, ids[..., None]) / 2**16).mean())  # noqa: E731
+    assert abs(ce(exact) - ce(ref)) < 0.01 * ce(ref)
+    # token 7 fills position 8: the window slides, keeping tokens 4..6, then takes token 7
+    fresh = run_coder(coder, ids[:, 4:9])  # start, 4, 5, 6, 7 -> the pmf after token 7 is [:, 4]
+    assert torch.equal(exact[:, 8].long(), fresh[:, 4])
+
+
+def test_a_conditional_coder_needs_the_class():
+    coder = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, n_classes=2), 5,
                 Layout.seq()).eval().exact_coder()
-    assert coder.max_block_length == 8
-    pmf, state = coder.init_state(2)  # predicts token 0
-    for _ in range(7):  # tokens 0..6 in, pmfs of tokens 1..7
-        pmf, state = coder.step(state, torch.zeros(2, dtype=torch.long))
-    with pytest.raises(CompressionError, match="at most 8 tokens"):
-        coder.step(state, torch.zeros(2, dtype=torch.long))
     with pytest.raises(CompressionError, match="class"):
-        GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, n_classes=2), 5,
-            Layout.seq()).eval().exact_coder().init_state(2)
+        coder.init_state(2)
 
 
 def test_format_1_coders_load_as_they_were_saved(tmp_path):
