@@ -15,8 +15,8 @@ keys and values per row as they enter the cache, so its two batched products are
 too (`attention`; 1/sqrt(head size) is folded into the query rows); the cache is batch-major,
 each row's positions side by side, which the batched products read fastest. c_fc writes its
 outputs straight in the GELU table's grid units, so GELU is one lookup and one product; the
-product is not floored, since mlp_proj quantizes its inputs anyway. On a trained char GPT this
-costs 0.01-0.03% bits over the float model (BENCHMARKS.md).
+product is not floored, since mlp_proj quantizes its inputs anyway. On a trained char GPT the
+files are 0.08% larger than the float path's (BENCHMARKS.md).
 
 Coder format 2. Format 1 (float64 products on 22-bit activations, priors/gpt_exact_v1.py) is
 slower; `from_saved` still loads it, so files written with it decode.
