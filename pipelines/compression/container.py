@@ -28,9 +28,10 @@ The header (version 2) holds:
 - `mode`: "exact" (the data comes back) or "codes" (the tokenizer's codes come back: mu-law);
 - `coder`: everything that fixes the coding loop: "precision" (16, bits of the integer pmfs),
   "block_length" (tokens per block, null for whole items), "batch_size" (blocks coded in
-  parallel), "threads" (torch threads inside coding), "device" ("cpu"), "portable" (true: the
-  pmfs came from the integer-exact coder, the same on every machine; false: from the float
-  prior, same kind of machine only), "codec" (portable: the frozen codec's fingerprint,
+  parallel), "threads" (torch threads inside coding: a float-path file decodes with them again,
+  a portable one with any), "device" ("cpu"), "portable" (true: the pmfs came from the
+  integer-exact coder, the same on every machine; false: from the float prior, same kind of
+  machine only), "codec" (portable: the frozen codec's fingerprint,
   RUN/codecs/<codec>/, see codecs.py; else null);
 - `items`: one row per example, stored as columns ({"n": rows, "same": {field: the value every
   row shares}, "each": {field: [one value per row]}}) so that many images share one header.
