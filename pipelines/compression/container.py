@@ -48,8 +48,8 @@ The header (version 2) holds:
 - `list`: whether the file holds a list of examples (`compress_all`) or one (`compress`);
 - `stored`: true when coding would have made the file larger than the data: the payload is the
   items' bytes (text: UTF-8; images: PNG; arrays: raw, stored.py), no model is needed to read it
-  back. One bytes item is stored with
-  no header at all (H = 0): such a file is its data plus 13 bytes.
+  back. One bytes item is stored with no header at all (H = 0): such a file is its data plus 13
+  bytes.
 
 Version 1 is the same without `coder.portable`, `coder.codec` and `stored` (always the float
 path). Every field is bounded and type-checked before use (header.py): an edited header with a
@@ -129,6 +129,7 @@ class Model:
     codec: str | None = None  # portable: the frozen codec's fingerprint
     max_block_length: int | None = None
     default_block_length: int | None = None  # the coder's, when the user names none
+    state_bytes_per_block: int | None = None  # the coder's state per block: sizes the batch
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -144,7 +145,8 @@ def codec_model(codec: Codec) -> Model:
     return Model(codec.coder, codec.tokenizer, codec.info["prior"],
                  codec.info.get("prior_fingerprint"), codec.info.get("layout", "sequence"),
                  codec.fingerprint, codec.coder.max_block_length,
-                 codec.coder.default_block_length, codec.coder.device.type)
+                 codec.coder.default_block_length, codec.coder.state_bytes_per_block(),
+                 codec.coder.device.type)
 
 
 def _ticks(progress: Progress | None, total: int) -> Callable[[int], None] | None:
@@ -176,7 +178,7 @@ def compress(model: Model, examples: Sequence[Any], conds: Sequence[int | None] 
             raise CompressionError(f"tokenizer '{tokenizer.name}' made ids outside the prior's "
                                    f"vocabulary [0, {stepper.vocab_size}).")
     block_length = _block_length(model, settings)
-    batch_size = settings.batch_size or default_batch_size(stepper)
+    batch_size = settings.batch_size or default_batch_size(model.state_bytes_per_block)
     blocks = plan_blocks([i.ids.numel() for i in items], block_length, list(conds))
     streams, total = [], sum(b.length for b in blocks)
     threads = settings.threads or (torch.get_num_threads() if model.codec is not None else 1)
@@ -279,11 +281,10 @@ def _check_settings(s: Settings) -> None:
                                f"and {s.threads}.")
 
 
-def default_batch_size(stepper: Stepper) -> int:
-    """DEFAULT_BATCH_SIZE, or for a coder that reports its state per block
-    (`state_bytes_per_block`: a GPT's key/value cache) as many blocks as fit in STATE_BUDGET,
-    between DEFAULT_BATCH_SIZE and MAX_DEFAULT_BATCH_SIZE."""
-    per_block = getattr(stepper, "state_bytes_per_block", lambda: None)()
+def default_batch_size(per_block: int | None) -> int:
+    """DEFAULT_BATCH_SIZE, or for a coder that reports its state per block (`per_block` bytes:
+    a GPT's key/value cache) as many blocks as fit in STATE_BUDGET, between DEFAULT_BATCH_SIZE
+    and MAX_DEFAULT_BATCH_SIZE."""
     if not per_block:
         return DEFAULT_BATCH_SIZE
     return max(DEFAULT_BATCH_SIZE, min(MAX_DEFAULT_BATCH_SIZE, STATE_BUDGET // per_block))

@@ -170,14 +170,12 @@ def test_default_batch_fits_the_gpt_cache_in_a_memory_budget(gpt_run):
     data = text(3000)
     coder = pipe.codec().coder
     assert coder.state_bytes_per_block() == 2 * 4 * 1 * 32 * (32 + 2)  # debug gpt: 1 x 32, 2 heads
-    assert default_batch_size(coder) == MAX_DEFAULT_BATCH_SIZE  # 8.5 KB a block: the cap
+    assert default_batch_size(coder.state_bytes_per_block()) == MAX_DEFAULT_BATCH_SIZE  # the cap
     assert read_container(pipe.compress(data)).header["coder"]["batch_size"] == 1024
     assert read_container(pipe.compress(data, portable=False)).header["coder"]["batch_size"] == 64
 
-    class Big:  # a 2 MB state per block: 128 blocks fill the budget
-        def state_bytes_per_block(self) -> int:
-            return 2 << 20
-    assert default_batch_size(Big()) == STATE_BUDGET // (2 << 20) == 128
+    assert default_batch_size(2 << 20) == STATE_BUDGET // (2 << 20) == 128  # 2 MB a block
+    assert default_batch_size(None) == 64  # a coder that does not say
 
 
 # -- never larger than stored ---------------------------------------------------------------------
